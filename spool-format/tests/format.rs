@@ -1,0 +1,369 @@
+//! Format tests: validation table, canonical form, framing, golden vectors,
+//! corruption, and properties (round trip, decoder never panics).
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use spool_format::*;
+
+fn sample() -> Value {
+    json!({
+        "id": "sl-8f14e45f-ceea-467a-9f1d-1b1b3c7e2e11",
+        "kind": "purchase",
+        "amount": 250,
+        "currency": "L$",
+        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+        "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+        "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+        "occurred_at": "2026-11-24T12:00:00Z",
+        "item": "Mesh Sofa Deluxe (copy/mod)",
+        "region": "Casper Isle",
+        "terminal": "vendor-42",
+        "attributes": {"rental_period_days": "7"}
+    })
+}
+
+fn with(field: &str, value: Value) -> Value {
+    let mut v = sample();
+    v[field] = value;
+    v
+}
+
+fn without(field: &str) -> Value {
+    let mut v = sample();
+    v.as_object_mut().expect("object").remove(field);
+    v
+}
+
+/// Asserts that `input` is refused and that the refusal names `field`.
+fn check_refused(input: Value, field: &str) {
+    match Event::from_json_value(&input) {
+        Ok(e) => panic!("accepted {input} as {e:?}, expected a refusal on {field}"),
+        Err(err) => assert_eq!(err.field, field, "input {input}: got {err}"),
+    }
+}
+
+#[test]
+fn validation_refuses_each_bad_field() {
+    let long = |n: usize| Value::String("x".repeat(n));
+    let cases: Vec<(Value, &str)> = vec![
+        (json!([]), "event"),
+        (json!("event"), "event"),
+        (with("surprise", json!(1)), "surprise"),
+        (without("id"), "id"),
+        (with("id", json!("")), "id"),
+        (with("id", json!("has space")), "id"),
+        (with("id", json!("ünïcode")), "id"),
+        (with("id", long(129)), "id"),
+        (with("id", json!(42)), "id"),
+        (without("kind"), "kind"),
+        (with("kind", json!("loan")), "kind"),
+        (with("kind", json!("Purchase")), "kind"),
+        (without("amount"), "amount"),
+        (with("amount", json!(0)), "amount"),
+        (with("amount", json!(-5)), "amount"),
+        (with("amount", json!(2.5)), "amount"),
+        (with("amount", json!(250.0)), "amount"),
+        (with("amount", json!("250")), "amount"),
+        (with("amount", json!(1_000_000_000_001u64)), "amount"),
+        (with("amount", json!(null)), "amount"),
+        (without("currency"), "currency"),
+        (with("currency", json!("")), "currency"),
+        (with("currency", json!("L $")), "currency"),
+        (with("currency", json!("TOOLONGXX")), "currency"),
+        (with("currency", json!("L\u{e9}")), "currency"),
+        (without("payer"), "payer"),
+        (with("payer", json!("not-a-uuid")), "payer"),
+        (with("payer", json!("9c8b7a6d5e4f4a3b2c1d0e9f8a7b6c5d")), "payer"),
+        (with("payee", json!(7)), "payee"),
+        (with("recipient", json!("zz8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d")), "recipient"),
+        (without("occurred_at"), "occurred_at"),
+        (with("occurred_at", json!("yesterday")), "occurred_at"),
+        (with("occurred_at", json!("2026-11-24 12:00:00")), "occurred_at"),
+        (with("occurred_at", json!(1732449600)), "occurred_at"),
+        (with("item", long(257)), "item"),
+        (with("item", json!(3)), "item"),
+        (with("region", long(129)), "region"),
+        (with("terminal", long(129)), "terminal"),
+        (with("attributes", json!("k=v")), "attributes"),
+        (with("attributes", json!({"k": 1})), "attributes"),
+        (with("attributes", json!({"": "v"})), "attributes"),
+        (with("attributes", json!({"k".repeat(65): "v"})), "attributes"),
+        (with("attributes", json!({"k": "v".repeat(1025)})), "attributes"),
+        (
+            with(
+                "attributes",
+                Value::Object((0..33).map(|i| (format!("k{i}"), json!("v"))).collect()),
+            ),
+            "attributes",
+        ),
+    ];
+    for (input, field) in cases {
+        check_refused(input, field);
+    }
+}
+
+#[test]
+fn validation_accepts_the_limits() {
+    let mut v = sample();
+    v["id"] = json!("A".repeat(128));
+    v["amount"] = json!(1_000_000_000_000u64);
+    v["currency"] = json!("ABCDEFGH");
+    v["item"] = json!("é".repeat(128));
+    v["attributes"] =
+        Value::Object((0..32).map(|i| (format!("{i:0>64}"), json!("v".repeat(1024)))).collect());
+    let e = Event::from_json_value(&v).expect("limits are inclusive");
+    assert_eq!(e.amount, 1_000_000_000_000);
+    assert_eq!(e.attributes.len(), 32);
+    assert!(Event::from_json_value(&with("amount", json!(1))).is_ok());
+}
+
+#[test]
+fn parse_json_tells_bad_json_from_bad_event() {
+    assert!(matches!(Event::parse_json(b"{not json"), Err(ParseError::Json(_))));
+    assert!(matches!(Event::parse_json(b"{}"), Err(ParseError::Invalid(_))));
+    let ok = serde_json::to_vec(&sample()).expect("encode");
+    assert!(Event::parse_json(&ok).is_ok());
+}
+
+#[test]
+fn canonical_form_ignores_spelling_but_not_content() {
+    let a = Event::from_json_value(&sample()).expect("valid");
+    // Other field order, upper-case UUIDs, another offset for the same instant.
+    let b = Event::parse_json(
+        br#"{"attributes":{"rental_period_days":"7"},"terminal":"vendor-42","region":"Casper Isle",
+        "item":"Mesh Sofa Deluxe (copy/mod)","occurred_at":"2026-11-24T13:00:00+01:00",
+        "recipient":"4D3C2B1A-0F9E-4D8C-B7A6-F5E4D3C2B1A0","payee":"2B6F0D1E-4C1A-4F9E-9A6B-3C2D1E0F9A8B",
+        "payer":"9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d","currency":"L$","amount":250,"kind":"purchase",
+        "id":"sl-8f14e45f-ceea-467a-9f1d-1b1b3c7e2e11"}"#,
+    )
+    .expect("valid");
+    assert_eq!(a.canonical_bytes(), b.canonical_bytes());
+    assert_eq!(a.digest(), b.digest());
+    let c = Event::from_json_value(&with("amount", json!(251))).expect("valid");
+    assert_ne!(a.digest(), c.digest());
+    // recipient defaults to payer: omitted and explicit-equal are the same event.
+    let d = Event::from_json_value(&without("recipient")).expect("valid");
+    let e = Event::from_json_value(&with("recipient", sample()["payer"].clone())).expect("valid");
+    assert_eq!(d.digest(), e.digest());
+    assert_eq!(d.recipient, d.payer);
+    // JSON output is canonical: lower-case UUIDs, UTC.
+    let out = b.to_json_value();
+    assert_eq!(out["payee"], "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b");
+    assert_eq!(out["occurred_at"], "2026-11-24T12:00:00Z");
+    assert_eq!(Event::from_json_value(&out).expect("round trip"), b);
+}
+
+fn sample_record(state: State) -> Record {
+    Record {
+        seq: 42,
+        received_at: time::macros::datetime!(2026-11-24 12:00:01.5 UTC),
+        node: "front-1".into(),
+        state,
+        attempts: 3,
+        event: Event::from_json_value(&sample()).expect("valid"),
+    }
+}
+
+fn golden_cases() -> Vec<(&'static str, Record)> {
+    let t = time::macros::datetime!(2026-11-24 12:05:00 UTC);
+    vec![
+        ("record_v1_pending.bin", sample_record(State::Pending)),
+        ("record_v1_acked.bin", sample_record(State::Acked { acked_at: t, ledger_seq: Some(7) })),
+        ("record_v1_dead.bin", sample_record(State::dead(t, "conflict", "id seen with another event"))),
+    ]
+}
+
+/// Spools written by format version 1 must stay readable: these bytes are
+/// committed. `UPDATE_GOLDEN=1` rewrites them, which is only right together with
+/// a format version bump.
+#[test]
+fn golden_vectors_decode_and_encode_identically() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (name, record) in golden_cases() {
+        let path = dir.join(name);
+        let encoded = encode_record(&record);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&dir).expect("mkdir golden");
+            std::fs::write(&path, &encoded).expect("write golden");
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert_eq!(decode_record(&golden).expect("golden decodes"), record, "{name}");
+        assert_eq!(encoded, golden, "{name}: encoding changed; old spools would not read back");
+    }
+}
+
+#[test]
+fn golden_header_layout_is_as_documented() {
+    let bytes = encode_record(&sample_record(State::Pending));
+    assert_eq!(&bytes[0..4], b"OGSR");
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 1);
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), 0);
+    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    assert_eq!(len, bytes.len() - HEADER_BYTES);
+    let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let mut covered = bytes[4..12].to_vec();
+    covered.extend_from_slice(&bytes[16..]);
+    assert_eq!(crc, crc32c::crc32c(&covered));
+    // The body starts with the seq, u64 little-endian.
+    assert_eq!(&bytes[16..24], &42u64.to_le_bytes());
+}
+
+#[test]
+fn known_corruptions_are_reported_exactly() {
+    let good = encode_record(&sample_record(State::Pending));
+    let flip = |i: usize| {
+        let mut b = good.clone();
+        b[i] ^= 0x01;
+        b
+    };
+    assert!(matches!(decode_record(&good[..10]), Err(DecodeError::Truncated { len: 10 })));
+    assert!(matches!(decode_record(&flip(0)), Err(DecodeError::BadMagic { .. })));
+    // A flipped version or flag bit is corruption first: the checksum covers them.
+    assert!(matches!(decode_record(&flip(4)), Err(DecodeError::Checksum { .. })));
+    assert!(matches!(decode_record(&flip(6)), Err(DecodeError::Checksum { .. })));
+    assert!(matches!(
+        decode_record(&good[..good.len() - 1]),
+        Err(DecodeError::LengthMismatch { actual, .. }) if actual == good.len() - 17
+    ));
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(matches!(decode_record(&longer), Err(DecodeError::LengthMismatch { .. })));
+    for i in 12..good.len() {
+        assert!(
+            matches!(decode_record(&flip(i)), Err(DecodeError::Checksum { .. })),
+            "flipped byte {i} not caught"
+        );
+    }
+    let mut huge = good.clone();
+    huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(decode_record(&huge), Err(DecodeError::TooLarge { .. })));
+}
+
+#[test]
+fn a_future_version_is_refused_not_misread() {
+    let mut b = encode_record(&sample_record(State::Pending));
+    b[4..6].copy_from_slice(&2u16.to_le_bytes());
+    let mut covered = b[4..12].to_vec();
+    covered.extend_from_slice(&b[16..]);
+    let crc = crc32c::crc32c(&covered);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(decode_record(&b), Err(DecodeError::UnsupportedVersion { found: 2 }));
+}
+
+#[test]
+fn id_entry_round_trips_and_detects_flips() {
+    let e = IdEntry { seq: 9, digest: [7; 32] };
+    let b = e.encode();
+    assert_eq!(IdEntry::decode(&b), Ok(e));
+    for i in 0..b.len() {
+        let mut c = b;
+        c[i] ^= 0x80;
+        assert!(IdEntry::decode(&c).is_err(), "flip at {i} not caught");
+    }
+    assert!(IdEntry::decode(&b[..43]).is_err());
+}
+
+#[test]
+fn dead_reason_is_cut_at_the_limit_on_a_char_boundary() {
+    let t = time::macros::datetime!(2026-11-24 12:05:00 UTC);
+    let s = State::dead(t, "rejected", &"é".repeat(1000));
+    match &s {
+        State::Dead { reason, .. } => assert!(reason.len() <= REASON_BYTES_MAX && reason.len() >= 1022),
+        other => panic!("{other:?}"),
+    }
+    let r = sample_record(s);
+    assert_eq!(decode_record(&encode_record(&r)).expect("decodes"), r);
+}
+
+#[test]
+fn record_json_shape_for_export() {
+    let r = sample_record(State::Pending);
+    let v = serde_json::to_value(&r).expect("json");
+    assert_eq!(v["state"], "pending");
+    assert_eq!(v["seq"], 42);
+    assert_eq!(v["event"]["amount"], 250);
+    let back: Record = serde_json::from_value(v).expect("parse back");
+    assert_eq!(back, r);
+    let mut bad = serde_json::to_value(&r).expect("json");
+    bad["event"]["amount"] = json!(0);
+    assert!(serde_json::from_value::<Record>(bad).is_err(), "import validates events");
+}
+
+fn arb_text(max: usize) -> impl Strategy<Value = String> {
+    proptest::string::string_regex(&format!(".{{0,{max}}}"))
+        .expect("regex")
+        .prop_map(move |s| truncate(&s, max).to_owned())
+}
+
+prop_compose! {
+    fn arb_event()(
+        id in "[A-Za-z0-9._:-]{1,128}",
+        kind in 0usize..4,
+        amount in AMOUNT_MIN..=AMOUNT_MAX,
+        currency in "[!-~]{1,8}",
+        uuids in proptest::array::uniform3(any::<[u8; 16]>()),
+        secs in -62_000_000_000i64..250_000_000_000i64,
+        nanos in 0u32..1_000_000_000,
+        item in proptest::option::of(arb_text(256)),
+        region in proptest::option::of(arb_text(128)),
+        terminal in proptest::option::of(arb_text(128)),
+        attributes in proptest::collection::btree_map("[a-z]{1,64}", arb_text(64), 0..8),
+    ) -> Event {
+        let kinds = ["purchase", "rental", "gift", "refund"];
+        let at = OffsetDateTime::from_unix_timestamp(secs).expect("in range")
+            .replace_nanosecond(nanos).expect("nanos");
+        let mut v = json!({
+            "id": id, "kind": kinds[kind], "amount": amount, "currency": currency,
+            "payer": Uuid::from_bytes(uuids[0]).to_string(),
+            "payee": Uuid::from_bytes(uuids[1]).to_string(),
+            "recipient": Uuid::from_bytes(uuids[2]).to_string(),
+            "occurred_at": at.format(&time::format_description::well_known::Rfc3339).expect("fmt"),
+            "attributes": attributes,
+        });
+        for (k, val) in [("item", item), ("region", region), ("terminal", terminal)] {
+            if let Some(val) = val { v[k] = json!(val); }
+        }
+        Event::from_json_value(&v).expect("generated events are valid")
+    }
+}
+
+proptest! {
+    #[test]
+    fn records_round_trip(event in arb_event(), seq: u64, attempts: u32, dead: bool) {
+        let t = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let state = if dead { State::dead(t, "rejected", "bad") } else { State::Pending };
+        let r = Record { seq, received_at: t, node: "n".into(), state, attempts, event };
+        let bytes = encode_record(&r);
+        prop_assert_eq!(decode_record(&bytes).expect("round trip"), r.clone());
+        // JSON round trip too (export / import).
+        let json = serde_json::to_string(&r).expect("json");
+        prop_assert_eq!(serde_json::from_str::<Record>(&json).expect("parse"), r);
+    }
+
+    #[test]
+    fn decoder_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_record(&bytes);
+        let _ = IdEntry::decode(&bytes);
+    }
+
+    #[test]
+    fn decoder_never_panics_on_mutated_records(event in arb_event(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+        let t = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let r = Record { seq: 1, received_at: t, node: "n".into(), state: State::Pending, attempts: 0, event };
+        let mut bytes = encode_record(&r);
+        let len = bytes.len();
+        let flips: std::collections::BTreeMap<usize, u8> =
+            flips.into_iter().map(|(i, x)| (i % len, x | 1)).collect();
+        for (i, x) in flips {
+            bytes[i] ^= x;
+        }
+        prop_assert!(decode_record(&bytes).is_err(), "a mutated frame must never decode");
+    }
+
+    #[test]
+    fn parser_never_panics(s in ".{0,300}") {
+        let _ = Event::parse_json(s.as_bytes());
+    }
+}
