@@ -1,1 +1,17 @@
-//! placeholder
+//! Pieces both daemons and spoolctl share, so they cannot drift apart:
+//! - [`wire`]: the JSON bodies of the HTTP APIs (SPEC §2, §3);
+//! - [`admin`]: the admin socket protocol between spoold and spoolctl;
+//! - [`units`]: config values with units ("64KiB", "5s"), parsed once;
+//! - [`tokens`]: bearer tokens, compared in constant time, never printed;
+//! - [`http`]: the server loop with connection hygiene (connection cap, header,
+//!   body and idle timeouts, graceful shutdown) and response helpers;
+//! - [`logging`]: tracing-subscriber set-up, human or JSON.
+//!
+//! **Invariant:** no type here prints a token secret, in `Debug` or anywhere else.
+
+pub mod admin;
+pub mod http;
+pub mod logging;
+pub mod tokens;
+pub mod units;
+pub mod wire;

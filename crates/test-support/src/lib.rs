@@ -1,1 +1,7 @@
-//! placeholder
+//! Test support: start the real daemons as child processes on loopback ports,
+//! wait for them, kill them with SIGKILL, and (in [`proxy`]) inject network
+//! faults between them. Used by `tests/` and the benchmarks; never by the daemons.
+
+pub mod process;
+
+pub use process::{bin_path, free_port, wait_http_ok, DaemonProcess};

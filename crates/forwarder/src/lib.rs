@@ -1,0 +1,1 @@
+//! Forwarder (placeholder: being written).

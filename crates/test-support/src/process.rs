@@ -1,0 +1,106 @@
+//! Child processes of the real binaries.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`spoold`, `ledgerd`, `spoolctl`), found next to
+/// the running test executable (`target/<profile>/deps/..`). `cargo test
+/// --workspace` builds every binary before it runs any test.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "binary {} not found; build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `url` until it answers 200 or `timeout` passes.
+pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{url} did not answer 200 within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running daemon. Killed with SIGKILL when dropped, so a failing test never
+/// leaves processes behind.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    pub child: Child,
+    pub name: String,
+}
+
+impl DaemonProcess {
+    /// Starts `bin` with `args`; its stderr goes to `log` (kept for post-mortems).
+    pub fn spawn(bin: &str, args: &[String], log: &std::path::Path) -> anyhow::Result<DaemonProcess> {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = Command::new(bin_path(bin))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .env_remove("NOTIFY_SOCKET")
+            .spawn()?;
+        Ok(DaemonProcess { child, name: bin.to_owned() })
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (via the `kill` command, to keep this crate free of unsafe),
+    /// then wait up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                anyhow::bail!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
