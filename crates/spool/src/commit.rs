@@ -150,6 +150,11 @@ impl GroupCommit {
         self.durable_tx.borrow().failed.clone()
     }
 
+    /// Whether [`GroupCommit::shutdown`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }

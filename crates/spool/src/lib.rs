@@ -484,6 +484,9 @@ impl Spool {
         if let Some(f) = self.inner.commit.failure() {
             return Err(SpoolError::FlushFailed(f));
         }
+        if self.inner.commit.is_closed() {
+            return Err(SpoolError::Closed);
+        }
         let digest = event.digest();
         let ikey = id_key(&event.id);
         let _guard = self.id_lock(&event.id);
