@@ -1,1 +1,460 @@
-//! Admin operations (placeholder: being written).
+//! Spool operations for operators, shared by spoold's admin socket (online) and
+//! `spoolctl --spool-dir` (offline), so that both modes behave identically.
+//!
+//! - [`execute`] runs one [`AdminRequest`] against an open [`Spool`]: status,
+//!   list with a state filter and paging, show by id or seq, tail, import (dedupe
+//!   applies), verify, dead-letter retry and drop.
+//! - [`server::serve_unix`] serves the protocol of `common::admin` on a Unix socket:
+//!   one JSON request per line, one JSON response per line.
+//! - [`client::Client`] is the other end, used by `spoolctl` and tests.
+//!
+//! The `data` of a successful response is one of the typed shapes in this crate
+//! ([`StatusData`], [`ListData`], [`ImportReport`], [`VerifyData`],
+//! [`RetryData`], [`DropData`], or a single [`Record`] for `show`), so clients
+//! decode exactly what the server encodes.
+//!
+//! # Constraints
+//! - Every request is bounded: at most `ADMIN_PAGE_RECORDS_MAX` records per
+//!   list/tail, at most `ADMIN_IMPORT_EVENTS_MAX` events per import; bigger jobs
+//!   are paged or chunked by the client.
+//! - Blocking spool calls (sled reads, verify) run on tokio's blocking pool,
+//!   never on the async workers that serve ingest.
+//!
+//! # Invariants
+//! - **Invariant:** nothing is removed from a spool except by an explicit
+//!   `DlqDrop` of one dead letter; every drop is logged at WARN with the record's
+//!   seq, id and dead-letter reason, and counted ([`dead_letters_dropped_total`]).
+//! - **Invariant:** import never bypasses validation or dedupe: every event goes
+//!   through `Event::from_json_value` and `Spool::append_batch`, and is reported
+//!   as accepted, duplicate, conflict, invalid or failed — never silently skipped.
+
+pub mod client;
+pub mod server;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::admin::{codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_RECORDS_MAX};
+use serde::{Deserialize, Serialize};
+use spool::{AppendOutcome, Spool, SpoolError, StateFilter};
+use spool_format::{Event, OffsetDateTime, Record, State};
+
+pub use client::Client;
+pub use server::{default_socket_path, serve_unix, ExtraStatus, ADMIN_CONNECTIONS_MAX, ADMIN_IDLE_TIMEOUT};
+
+/// Dead letters dropped by operators since this process started.
+static DEAD_LETTERS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many dead letters operators dropped through this process (for status
+/// pages and metrics; the daemon may export it).
+pub fn dead_letters_dropped_total() -> u64 {
+    DEAD_LETTERS_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Errors of the admin server and client (not of individual requests: those
+/// are [`AdminResponse`]s with an error code).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("admin socket {0} is in use by a running process")]
+    InUse(String),
+    #[error("admin socket path {0} exists and is not a socket; refusing to remove it")]
+    NotASocket(String),
+    #[error("admin protocol: {0}")]
+    Protocol(String),
+}
+
+/// `data` of `status`. Keys the daemon adds through its extra-status callback
+/// (`ledger_up`, `ledger_state`, `last_forward_error`, …) land in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusData {
+    pub node_id: String,
+    pub spool_dir: String,
+    pub pending_events: u64,
+    pub dead_events: u64,
+    pub acked_events: u64,
+    pub quarantined_events: u64,
+    /// Bytes of pending and dead records (what `bytes_max` limits).
+    pub live_bytes: u64,
+    pub acked_bytes: u64,
+    pub bytes_max: u64,
+    pub events_max: u64,
+    /// `received_at` of the oldest pending record, RFC 3339.
+    pub oldest_pending_at: Option<String>,
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub next_seq: u64,
+    pub disk_free_bytes: Option<u64>,
+    pub disk_free_inodes: Option<u64>,
+    pub dead_letters_dropped_total: u64,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `data` of `list` and `tail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListData {
+    pub records: Vec<Record>,
+    /// Where the next page starts, when this page was full.
+    pub next_from_seq: Option<u64>,
+}
+
+/// What happened to one import input that was not accepted as new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportIssue {
+    /// Position in the request's `events`.
+    pub index: usize,
+    pub id: Option<String>,
+    /// "duplicate" is not an issue; this is "conflict", "invalid" or "failed".
+    pub status: String,
+    pub message: String,
+    /// For a conflict: the seq of the record already spooled under that id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `data` of `import`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub accepted: u64,
+    pub duplicate: u64,
+    /// Same id, a different event already spooled: not imported.
+    pub conflict: u64,
+    /// Not a valid SPEC §1 event: not imported.
+    pub invalid: u64,
+    /// The spool refused (full, disk reserve, storage error): not imported, retry.
+    pub failed: u64,
+    pub issues: Vec<ImportIssue>,
+}
+
+impl ImportReport {
+    /// Adds another chunk's report to this one.
+    pub fn merge(&mut self, other: ImportReport, index_offset: usize) {
+        self.accepted += other.accepted;
+        self.duplicate += other.duplicate;
+        self.conflict += other.conflict;
+        self.invalid += other.invalid;
+        self.failed += other.failed;
+        self.issues.extend(other.issues.into_iter().map(|mut i| {
+            i.index += index_offset;
+            i
+        }));
+    }
+
+    /// Whether every input is now in the spool (new or duplicate).
+    pub fn is_clean(&self) -> bool {
+        self.conflict == 0 && self.invalid == 0 && self.failed == 0
+    }
+}
+
+/// One fault found by verify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultData {
+    pub seq: Option<u64>,
+    pub what: String,
+}
+
+/// `data` of `verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyData {
+    pub records: u64,
+    pub faults: Vec<FaultData>,
+}
+
+/// `data` of `dlq_retry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryData {
+    /// Seqs moved back to pending.
+    pub requeued: Vec<u64>,
+}
+
+/// `data` of `dlq_drop`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropData {
+    pub seq: u64,
+    pub id: String,
+}
+
+/// Parses the `state` of a list request.
+pub fn parse_state_filter(s: &str) -> Option<StateFilter> {
+    match s {
+        "all" => Some(StateFilter::All),
+        "pending" => Some(StateFilter::Pending),
+        "dead" => Some(StateFilter::Dead),
+        "acked" => Some(StateFilter::Acked),
+        _ => None,
+    }
+}
+
+fn spool_err(e: &SpoolError) -> AdminResponse {
+    AdminResponse::err_code(codes::SPOOL_ERROR, e.to_string())
+}
+
+fn to_data<T: Serialize>(v: &T) -> AdminResponse {
+    match serde_json::to_value(v) {
+        Ok(v) => AdminResponse::ok(v),
+        Err(e) => AdminResponse::err_code(codes::SPOOL_ERROR, format!("encode response: {e}")),
+    }
+}
+
+/// Runs a blocking spool call on the blocking pool.
+async fn blocking<T, F>(spool: &Spool, f: F) -> Result<T, AdminResponse>
+where
+    T: Send + 'static,
+    F: FnOnce(&Spool) -> Result<T, SpoolError> + Send + 'static,
+{
+    let s = spool.clone();
+    match tokio::task::spawn_blocking(move || f(&s)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(spool_err(&e)),
+        Err(e) => Err(AdminResponse::err_code(codes::SPOOL_ERROR, format!("admin task failed: {e}"))),
+    }
+}
+
+/// Runs one admin request against `spool`. `status` reports only what the
+/// spool knows; the socket server merges the daemon's extra status into it.
+pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
+    let r = match req {
+        AdminRequest::Status => status(spool).await.map(|s| to_data(&s)),
+        AdminRequest::List { state, from_seq, limit } => list(spool, &state, from_seq, limit).await,
+        AdminRequest::Show { key } => show(spool, key).await,
+        AdminRequest::Tail { limit } => tail(spool, limit).await,
+        AdminRequest::Import { events } => import(spool, events).await,
+        AdminRequest::Verify => verify(spool).await,
+        AdminRequest::DlqRetry { seq, all } => dlq_retry(spool, seq, all).await,
+        AdminRequest::DlqDrop { seq } => dlq_drop(spool, seq).await,
+    };
+    r.unwrap_or_else(|e| e)
+}
+
+/// The spool's part of `status`.
+pub async fn status(spool: &Spool) -> Result<StatusData, AdminResponse> {
+    let (stats, disk) = blocking(spool, |s| Ok((s.stats()?, s.disk_free().ok()))).await?;
+    let now = OffsetDateTime::now_utc();
+    let cfg = spool.config();
+    Ok(StatusData {
+        node_id: cfg.node_id.clone(),
+        spool_dir: cfg.dir.display().to_string(),
+        pending_events: stats.pending_events,
+        dead_events: stats.dead_events,
+        acked_events: stats.acked_events,
+        quarantined_events: stats.quarantined,
+        live_bytes: stats.live_bytes,
+        acked_bytes: stats.acked_bytes,
+        bytes_max: stats.bytes_max,
+        events_max: stats.events_max,
+        oldest_pending_at: stats.oldest_pending.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339).ok()
+        }),
+        oldest_pending_age_seconds: stats
+            .oldest_pending
+            .map(|t| (now - t).as_seconds_f64().max(0.0)),
+        next_seq: stats.next_seq,
+        disk_free_bytes: disk.map(|d| d.bytes),
+        disk_free_inodes: disk.and_then(|d| d.inodes),
+        dead_letters_dropped_total: dead_letters_dropped_total(),
+        extra: serde_json::Map::new(),
+    })
+}
+
+fn check_limit(limit: u32) -> Result<usize, AdminResponse> {
+    if limit == 0 || limit > ADMIN_PAGE_RECORDS_MAX {
+        return Err(AdminResponse::err_code(
+            codes::INVALID_REQUEST,
+            format!("limit must be 1..={ADMIN_PAGE_RECORDS_MAX}, got {limit}"),
+        ));
+    }
+    usize::try_from(limit).map_err(|_| AdminResponse::err_code(codes::INVALID_REQUEST, "limit too large"))
+}
+
+async fn list(spool: &Spool, state: &str, from_seq: u64, limit: u32) -> Result<AdminResponse, AdminResponse> {
+    let filter = parse_state_filter(state).ok_or_else(|| {
+        AdminResponse::err_code(
+            codes::INVALID_REQUEST,
+            format!("state must be all, pending, dead or acked, got {state:?}"),
+        )
+    })?;
+    let n = check_limit(limit)?;
+    let records = blocking(spool, move |s| s.list(filter, from_seq, n)).await?;
+    let next_from_seq = if records.len() >= n {
+        records.last().map(|r| r.seq.saturating_add(1))
+    } else {
+        None
+    };
+    Ok(to_data(&ListData { records, next_from_seq }))
+}
+
+async fn tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse> {
+    let n = check_limit(limit)?;
+    let records = blocking(spool, move |s| s.tail(n)).await?;
+    Ok(to_data(&ListData { records, next_from_seq: None }))
+}
+
+/// `show`: a seq number first (if the key is all digits), then an event id
+/// (ids may be numeric too).
+async fn show(spool: &Spool, key: String) -> Result<AdminResponse, AdminResponse> {
+    let k = key.clone();
+    let found = blocking(spool, move |s| {
+        if let Ok(seq) = k.parse::<u64>() {
+            if let Some(r) = s.get(seq)? {
+                return Ok(Some(r));
+            }
+        }
+        s.lookup(&k)
+    })
+    .await?;
+    if let Some(r) = found {
+        return Ok(to_data(&r));
+    }
+    if let Ok(seq) = key.parse::<u64>() {
+        let q = blocking(spool, |s| s.quarantined()).await?;
+        if q.iter().any(|q| q.seq == seq) {
+            return Ok(AdminResponse::err_code(
+                codes::NOT_FOUND,
+                format!("record {seq} is in quarantine: it failed its checksum and will not be forwarded"),
+            ));
+        }
+    }
+    Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("no record with seq or id {key:?}")))
+}
+
+async fn import(spool: &Spool, events: Vec<serde_json::Value>) -> Result<AdminResponse, AdminResponse> {
+    if events.len() > ADMIN_IMPORT_EVENTS_MAX {
+        return Err(AdminResponse::err_code(
+            codes::INVALID_REQUEST,
+            format!("at most {ADMIN_IMPORT_EVENTS_MAX} events per import request, got {}", events.len()),
+        ));
+    }
+    let mut report = ImportReport::default();
+    let mut valid = Vec::with_capacity(events.len());
+    let mut positions = Vec::with_capacity(events.len());
+    for (index, value) in events.iter().enumerate() {
+        match Event::from_json_value(value) {
+            Ok(e) => {
+                valid.push(e);
+                positions.push(index);
+            }
+            Err(e) => {
+                report.invalid += 1;
+                report.issues.push(ImportIssue {
+                    index,
+                    id: value.get("id").and_then(|v| v.as_str()).map(str::to_owned),
+                    status: "invalid".into(),
+                    message: e.to_string(),
+                    seq: None,
+                });
+            }
+        }
+    }
+    let ids: Vec<String> = valid.iter().map(|e| e.id.clone()).collect();
+    let results = spool.append_batch(valid).await;
+    for ((result, index), id) in results.into_iter().zip(positions).zip(ids) {
+        match result {
+            Ok(AppendOutcome::Accepted { .. }) => report.accepted += 1,
+            Ok(AppendOutcome::Duplicate { .. }) => report.duplicate += 1,
+            Ok(AppendOutcome::Conflict { seq }) => {
+                report.conflict += 1;
+                report.issues.push(ImportIssue {
+                    index,
+                    id: Some(id),
+                    status: "conflict".into(),
+                    message: format!("a different event with this id is spooled at seq {seq}"),
+                    seq: Some(seq),
+                });
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.issues.push(ImportIssue {
+                    index,
+                    id: Some(id),
+                    status: "failed".into(),
+                    message: e.to_string(),
+                    seq: None,
+                });
+            }
+        }
+    }
+    tracing::info!(
+        accepted = report.accepted,
+        duplicate = report.duplicate,
+        conflict = report.conflict,
+        invalid = report.invalid,
+        failed = report.failed,
+        "import chunk applied"
+    );
+    Ok(to_data(&report))
+}
+
+async fn verify(spool: &Spool) -> Result<AdminResponse, AdminResponse> {
+    let report = blocking(spool, |s| s.verify(|_| {})).await?;
+    if !report.faults.is_empty() {
+        tracing::error!(faults = report.faults.len(), records = report.records, "spool verify found faults");
+    }
+    Ok(to_data(&VerifyData {
+        records: report.records,
+        faults: report.faults.into_iter().map(|f| FaultData { seq: f.seq, what: f.what }).collect(),
+    }))
+}
+
+/// Dead letters read per page by `dlq retry --all`.
+const RETRY_PAGE_RECORDS: usize = 1000;
+
+async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminResponse, AdminResponse> {
+    match (seq, all) {
+        (Some(seq), false) => {
+            let requeued = spool.requeue(seq).await.map_err(|e| spool_err(&e))?;
+            if !requeued {
+                return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
+            }
+            tracing::info!(seq, "dead letter requeued by operator");
+            Ok(to_data(&RetryData { requeued: vec![seq] }))
+        }
+        (None, true) => {
+            let mut requeued = Vec::new();
+            let mut from = 0u64;
+            loop {
+                let page = blocking(spool, move |s| s.list(StateFilter::Dead, from, RETRY_PAGE_RECORDS)).await?;
+                let Some(last) = page.last() else { break };
+                from = last.seq.saturating_add(1);
+                for r in &page {
+                    if spool.requeue(r.seq).await.map_err(|e| spool_err(&e))? {
+                        requeued.push(r.seq);
+                    }
+                }
+                if page.len() < RETRY_PAGE_RECORDS {
+                    break;
+                }
+            }
+            tracing::info!(count = requeued.len(), "all dead letters requeued by operator");
+            Ok(to_data(&RetryData { requeued }))
+        }
+        _ => Err(AdminResponse::err_code(codes::INVALID_REQUEST, "dlq_retry needs exactly one of seq or all")),
+    }
+}
+
+async fn dlq_drop(spool: &Spool, seq: u64) -> Result<AdminResponse, AdminResponse> {
+    let record = blocking(spool, move |s| s.get(seq)).await?;
+    let Some(record) = record.filter(|r| matches!(r.state, State::Dead { .. })) else {
+        return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
+    };
+    if !spool.drop_dead(seq).await.map_err(|e| spool_err(&e))? {
+        return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
+    }
+    DEAD_LETTERS_DROPPED.fetch_add(1, Ordering::Relaxed);
+    let (code, reason) = match &record.state {
+        State::Dead { code, reason, .. } => (code.as_str(), reason.as_str()),
+        _ => ("", ""),
+    };
+    tracing::warn!(
+        seq,
+        id = %record.event.id,
+        amount = record.event.amount,
+        currency = %record.event.currency,
+        code,
+        reason,
+        "dead letter dropped by operator; the event is gone from this spool"
+    );
+    Ok(to_data(&DropData { seq, id: record.event.id }))
+}
+
+#[cfg(test)]
+mod tests;
