@@ -1,1 +1,209 @@
-fn main() {}
+//! spoold: the offgrid edge daemon. Accepts payment events over HTTP, makes
+//! each one durable in the spool (fsync) before it answers, and forwards the
+//! spool to the ledger.
+//!
+//! Start-up order: config (exit 2 if bad) → logging → spool open → listener
+//! bound → background tasks (compaction, forwarder, admin socket, watchdog) →
+//! `READY=1` to systemd. Shutdown (SIGTERM/SIGINT): `/readyz` and new requests
+//! answer 503 `shutting_down`, the listener closes, in-flight requests finish,
+//! the spool is closed (last flush) → exit 0.
+//!
+//! **Invariant:** no 2xx is written before the spool's group commit has fsynced
+//! the event (see `api`).
+
+mod api;
+mod config;
+mod metrics;
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::watch;
+
+use crate::api::{App, ForwardState};
+use crate::config::{Args, Config};
+use crate::metrics::Metrics;
+
+/// How often acked records past their retention are compacted away. A minute:
+/// retention is days, so finer is pointless, and each pass is bounded.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spoold: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{}", cfg.summary());
+        return ExitCode::SUCCESS;
+    }
+    common::logging::init(cfg.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spoold: start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => {
+            tracing::info!("spoold stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "spoold failed");
+            eprintln!("spoold: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let observer: spool::CommitObserver = {
+        let m = Arc::clone(&metrics);
+        Arc::new(move |info: spool::CommitInfo| {
+            m.commit_duration_seconds.observe(info.duration.as_secs_f64());
+            // tickets: u64 → f64 is exact far beyond any real batch size.
+            m.commit_batch_events.observe(info.tickets as f64);
+        })
+    };
+    let spool_cfg = cfg.spool.clone();
+    let spool = tokio::task::spawn_blocking(move || spool::Spool::open_with(spool_cfg, Some(observer)))
+        .await
+        .context("open spool")?
+        .with_context(|| format!("open spool in {}", cfg.spool.dir.display()))?;
+    let stats = spool.stats().context("read spool counters")?;
+    tracing::info!(
+        dir = %cfg.spool.dir.display(),
+        pending = stats.pending_events,
+        dead = stats.dead_events,
+        acked = stats.acked_events,
+        next_seq = stats.next_seq,
+        "spool open"
+    );
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
+        .await
+        .with_context(|| format!("bind {}", cfg.listen_addr))?;
+    let local = listener.local_addr().context("listener address")?;
+
+    let forward_state = Arc::new(Mutex::new(ForwardState::default()));
+    let app = Arc::new(App {
+        node_id: cfg.node_id.clone(),
+        spool: spool.clone(),
+        tokens: cfg.tokens.clone(),
+        limits: cfg.limits.clone(),
+        metrics: Arc::clone(&metrics),
+        forwarding_enabled: !cfg.ledger.urls.is_empty(),
+        forward_state: Arc::clone(&forward_state),
+        draining: Default::default(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(common::http::serve(
+        listener,
+        cfg.server_limits(),
+        api::handler(Arc::clone(&app)),
+        shutdown_rx.clone(),
+    ));
+
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(compaction_loop(spool.clone(), shutdown_rx.clone()));
+
+    // FORWARDER: call site for `crates/forwarder` once it exposes its spawn
+    // function. It gets `spool.clone()`, the ledger/retry config
+    // (`cfg.ledger`, `cfg.retry`, `cfg.node_id`), `metrics.forward.clone()`,
+    // `Arc::clone(&forward_state)` (or its own status handle) and
+    // `shutdown_rx.clone()`, and must stop when shutdown turns true.
+    if cfg.ledger.urls.is_empty() {
+        tracing::warn!("ledger.urls is empty: forwarding is off, events accumulate in the spool");
+    } else {
+        tracing::warn!(urls = ?cfg.ledger.urls, "forwarder not built into this spoold yet; events accumulate in the spool");
+    }
+
+    // ADMIN: call site for `crates/admin`'s socket server (for spoolctl) once it
+    // exists: `admin::serve_unix(path, spool.clone(), status_fn, shutdown_rx.clone())`.
+    if let Some(path) = &cfg.admin_socket {
+        tracing::warn!(path = %path.display(), "admin socket not built into this spoold yet");
+    }
+
+    let mut watchdog_usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0 {
+        background.spawn(watchdog_loop(Duration::from_micros(watchdog_usec / 2), shutdown_rx.clone()));
+    }
+
+    tracing::info!(addr = %local, node_id = %cfg.node_id, "spoold ready");
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    wait_for_signal().await?;
+
+    tracing::info!("shutting down: draining in-flight requests");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    app.draining.store(true, Ordering::SeqCst);
+    let _ = shutdown_tx.send(true);
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "http server task failed");
+    }
+    // Background tasks watch the same signal; give them a moment, then stop them.
+    let drain = async { while background.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        background.abort_all();
+    }
+    drop(app);
+    tokio::task::spawn_blocking(move || spool.close()).await.context("close spool")?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+    Ok(())
+}
+
+async fn compaction_loop(spool: spool::Spool, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(COMPACT_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = spool.clone();
+        match tokio::task::spawn_blocking(move || s.compact(time::OffsetDateTime::now_utc())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "compacted acked records past retention"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "compaction task failed"),
+        }
+    }
+}
+
+async fn watchdog_loop(every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = shutdown.changed() => return,
+        }
+    }
+}

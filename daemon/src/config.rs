@@ -1,0 +1,685 @@
+//! spoold's configuration: TOML (SPEC §5) overridden by command-line flags,
+//! parsed once into a validated [`Config`] (ripgrep's LowArgs → HiArgs). The
+//! rest of the daemon only ever sees [`Config`]; every limit in it is checked.
+//!
+//! A bad config is a [`ConfigError`] that names the key (`spool.bytes_max`,
+//! `--listen`, …); `main` prints it and exits with code 2.
+//! `docs/config.md` is the reference for every key, its default and why.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use common::tokens::TokenSet;
+use common::units::{Bytes, Span};
+use serde::Deserialize;
+
+/// Command-line flags. Each overrides the config key of the same meaning.
+#[derive(Debug, Parser)]
+#[command(name = "spoold", version, about = "offgrid edge daemon: spools payment events durably and forwards them to the ledger")]
+pub struct Args {
+    /// TOML config file (SPEC §5). Without it, defaults plus flags are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Overrides `listen.addr`, e.g. 127.0.0.1:8700.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Overrides `listen.admin_socket`.
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Overrides `spool.dir`.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Overrides `ledger.urls`; repeat for several ledgers (tried in turn).
+    #[arg(long = "ledger-url", value_name = "URL")]
+    pub ledger_urls: Vec<String>,
+    /// Overrides `node_id`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Overrides `auth.tokens_file`.
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Overrides `ledger.token_file`.
+    #[arg(long, value_name = "FILE")]
+    pub ledger_token_file: Option<PathBuf>,
+    /// Logs one JSON object per line (for journald / log shippers).
+    #[arg(long)]
+    pub log_json: bool,
+    /// Validates the config (and reads the tokens files), prints a summary, exits.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// A config problem, naming the key (or flag) at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Defaults. Each says why it is what it is.
+
+/// Loopback: a fresh, unconfigured spoold exposes nothing to the network.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// Relative, so that a zero-config local run works from any checkout.
+const DEFAULT_SPOOL_DIR: &str = "./data/spoold";
+/// 10 GiB: days of a busy region's payments at ~400 bytes an event.
+const DEFAULT_SPOOL_BYTES_MAX: u64 = 10 << 30;
+/// 50 million events: the same order as `bytes_max` at ~200 bytes an event.
+const DEFAULT_SPOOL_EVENTS_MAX: u64 = 50_000_000;
+/// 1 GiB left to the rest of the system (logs, package updates) when the spool
+/// stops taking events.
+const DEFAULT_DISK_FREE_BYTES_MIN: u64 = 1 << 30;
+/// 100,000 inodes: a filesystem can run out of inodes long before bytes.
+const DEFAULT_DISK_FREE_INODES_MIN: u64 = 100_000;
+/// 7 days: the dedupe window of SPEC §2; clients retry within hours, not weeks.
+const DEFAULT_ACKED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// 500 events a forwarded batch: ~200 KB requests, one ledger commit each.
+const DEFAULT_LEDGER_BATCH_EVENTS_MAX: usize = 500;
+/// 1 MiB a forwarded batch: well under common proxy body limits.
+const DEFAULT_LEDGER_BATCH_BYTES_MAX: u64 = 1 << 20;
+/// 4 batches in flight: hides one round trip of latency without flooding a
+/// ledger that has just come back.
+const DEFAULT_INFLIGHT_BATCHES_MAX: usize = 4;
+/// 10 s: a ledger commit of 500 events takes milliseconds; 10 s means it is stuck.
+const DEFAULT_LEDGER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// SPEC §4: first retry after 100 ms, …
+const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// … and never more than 30 s apart, so a ledger that comes back is used soon.
+const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// 64 KiB: a maximal event (32 attributes of 1 KiB) is ~36 KiB of JSON.
+const DEFAULT_BODY_BYTES_MAX: u64 = 64 << 10;
+/// 1000 events: SPEC §2 default; one group commit of ~400 KB.
+const DEFAULT_BATCH_EVENTS_MAX: usize = 1000;
+/// 4 MiB: 1000 typical events (≤ 4 KiB of JSON each) fit; a batch body is
+/// read into memory whole, so this bounds memory per connection.
+const DEFAULT_BATCH_BODY_BYTES_MAX: u64 = 4 << 20;
+/// 4096 connections: a front server's worth of terminals; each costs a few KiB.
+const DEFAULT_CONNECTIONS_MAX: usize = 4096;
+/// 5 s to send headers: generous for a real client, short for a slow-loris.
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// 10 s to send a body of at most a few MiB.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// 60 s of silence closes a keep-alive connection, returning its slot.
+const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// 30 s for in-flight requests at shutdown; under systemd's TimeoutStopSec.
+const DEFAULT_SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Hard ceilings on what a config may ask for.
+const BODY_BYTES_MAX_CEILING: u64 = 16 << 20;
+const BATCH_BODY_BYTES_MAX_CEILING: u64 = 256 << 20;
+const BATCH_EVENTS_MAX_CEILING: usize = 100_000;
+const CONNECTIONS_MAX_CEILING: usize = 1_000_000;
+
+// ---------------------------------------------------------------------------
+// Raw TOML (LowArgs): every key optional, unknown keys rejected.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: Option<String>,
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    spool: RawSpool,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    ledger: RawLedger,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    addr: Option<String>,
+    admin_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: Option<PathBuf>,
+    bytes_max: Option<Bytes>,
+    events_max: Option<u64>,
+    disk_free_bytes_min: Option<Bytes>,
+    disk_free_inodes_min: Option<u64>,
+    acked_retention: Option<Span>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    tokens_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    urls: Option<Vec<String>>,
+    token_file: Option<PathBuf>,
+    batch_events_max: Option<usize>,
+    batch_bytes_max: Option<Bytes>,
+    inflight_batches_max: Option<usize>,
+    request_timeout: Option<Span>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial: Option<Span>,
+    max: Option<Span>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    body_bytes_max: Option<Bytes>,
+    batch_events_max: Option<usize>,
+    batch_body_bytes_max: Option<Bytes>,
+    connections_max: Option<usize>,
+    header_read_timeout: Option<Span>,
+    body_read_timeout: Option<Span>,
+    keep_alive_idle_timeout: Option<Span>,
+    shutdown_drain_timeout: Option<Span>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated config (HiArgs).
+
+/// The ledger's bearer secret. `Debug` never prints it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Empty: forwarding is off and events accumulate in the spool.
+    pub urls: Vec<String>,
+    pub token_file: Option<PathBuf>,
+    pub token: Option<Secret>,
+    pub batch_events_max: usize,
+    pub batch_bytes_max: u64,
+    pub inflight_batches_max: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub body_bytes_max: usize,
+    pub batch_events_max: usize,
+    pub batch_body_bytes_max: usize,
+    pub connections_max: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keep_alive_idle_timeout: Duration,
+    pub shutdown_drain_timeout: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub listen_addr: SocketAddr,
+    pub admin_socket: Option<PathBuf>,
+    pub spool: spool::SpoolConfig,
+    pub tokens_file: PathBuf,
+    pub tokens: TokenSet,
+    pub ledger: LedgerConfig,
+    pub retry: RetryConfig,
+    pub limits: Limits,
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Reads `--config` (if any), applies the flags, validates everything.
+    pub fn load(args: &Args) -> Result<Config, ConfigError> {
+        let raw = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new("--config", format!("read {}: {e}", path.display())))?;
+                parse_toml(&text)?
+            }
+            None => RawConfig::default(),
+        };
+        Config::build(raw, args)
+    }
+
+    fn build(raw: RawConfig, args: &Args) -> Result<Config, ConfigError> {
+        // node_id
+        let (node_key, node_id) = match (&args.node_id, raw.node_id) {
+            (Some(n), _) => ("--node-id", n.clone()),
+            (None, Some(n)) => ("node_id", n),
+            (None, None) => ("node_id", default_node_id()),
+        };
+        check_node_id(node_key, &node_id)?;
+
+        // listen
+        let (listen_key, listen) = match (&args.listen, raw.listen.addr) {
+            (Some(a), _) => ("--listen", a.clone()),
+            (None, Some(a)) => ("listen.addr", a),
+            (None, None) => ("listen.addr", DEFAULT_LISTEN.to_owned()),
+        };
+        let listen_addr: SocketAddr = listen.trim().parse().map_err(|e| {
+            ConfigError::new(listen_key, format!("{listen:?} is not an address like 127.0.0.1:8700: {e}"))
+        })?;
+        let admin_socket = args.admin_socket.clone().or(raw.listen.admin_socket);
+        if let Some(p) = &admin_socket {
+            let key = if args.admin_socket.is_some() { "--admin-socket" } else { "listen.admin_socket" };
+            if p.as_os_str().is_empty() {
+                return Err(ConfigError::new(key, "must not be empty"));
+            }
+            // sun_path is 108 bytes on Linux, including the terminating NUL.
+            if p.as_os_str().len() > 107 {
+                return Err(ConfigError::new(key, "longer than the 107 bytes a Unix socket path may have"));
+            }
+        }
+
+        // spool
+        let s = raw.spool;
+        let dir = args.spool_dir.clone().or(s.dir).unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
+        if dir.as_os_str().is_empty() {
+            let key = if args.spool_dir.is_some() { "--spool-dir" } else { "spool.dir" };
+            return Err(ConfigError::new(key, "must not be empty"));
+        }
+        let bytes_max = s.bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_SPOOL_BYTES_MAX);
+        positive("spool.bytes_max", bytes_max)?;
+        let events_max = s.events_max.unwrap_or(DEFAULT_SPOOL_EVENTS_MAX);
+        positive("spool.events_max", events_max)?;
+        let acked_retention = s.acked_retention.map(Span::get).unwrap_or(DEFAULT_ACKED_RETENTION);
+        let spool = spool::SpoolConfig {
+            dir,
+            node_id: node_id.clone(),
+            bytes_max,
+            events_max,
+            disk_free_bytes_min: s.disk_free_bytes_min.map(Bytes::as_u64).unwrap_or(DEFAULT_DISK_FREE_BYTES_MIN),
+            disk_free_inodes_min: s.disk_free_inodes_min.unwrap_or(DEFAULT_DISK_FREE_INODES_MIN),
+            acked_retention,
+        };
+
+        // auth: required, no anonymous access.
+        let tokens_key = if args.tokens_file.is_some() { "--tokens-file" } else { "auth.tokens_file" };
+        let tokens_file = args.tokens_file.clone().or(raw.auth.tokens_file).ok_or_else(|| {
+            ConfigError::new(
+                tokens_key,
+                "required: spoold never accepts anonymous /v1/ requests; point it at a file of \"name:secret\" lines",
+            )
+        })?;
+        let tokens = TokenSet::load(&tokens_file).map_err(|e| ConfigError::new(tokens_key, e))?;
+        if tokens.is_empty() {
+            return Err(ConfigError::new(
+                tokens_key,
+                format!("{} holds no token; nobody could send events", tokens_file.display()),
+            ));
+        }
+
+        // ledger
+        let l = raw.ledger;
+        let (urls_key, urls) = if args.ledger_urls.is_empty() {
+            ("ledger.urls", l.urls.unwrap_or_default())
+        } else {
+            ("--ledger-url", args.ledger_urls.clone())
+        };
+        for u in &urls {
+            let lower = u.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) || u.len() < 8 {
+                return Err(ConfigError::new(urls_key, format!("{u:?} is not an http:// or https:// URL")));
+            }
+        }
+        let token_key = if args.ledger_token_file.is_some() { "--ledger-token-file" } else { "ledger.token_file" };
+        let token_file = args.ledger_token_file.clone().or(l.token_file);
+        let token = match &token_file {
+            Some(p) => Some(read_secret(p).map_err(|e| ConfigError::new(token_key, e))?),
+            None if !urls.is_empty() => {
+                return Err(ConfigError::new(
+                    token_key,
+                    "required when ledger.urls is set: the ledger refuses anonymous batches",
+                ))
+            }
+            None => None,
+        };
+        let ledger = LedgerConfig {
+            urls,
+            token_file,
+            token,
+            batch_events_max: l.batch_events_max.unwrap_or(DEFAULT_LEDGER_BATCH_EVENTS_MAX),
+            batch_bytes_max: l.batch_bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_LEDGER_BATCH_BYTES_MAX),
+            inflight_batches_max: l.inflight_batches_max.unwrap_or(DEFAULT_INFLIGHT_BATCHES_MAX),
+            request_timeout: l.request_timeout.map(Span::get).unwrap_or(DEFAULT_LEDGER_REQUEST_TIMEOUT),
+        };
+        in_range("ledger.batch_events_max", ledger.batch_events_max as u64, 1, 100_000)?;
+        in_range("ledger.batch_bytes_max", ledger.batch_bytes_max, 1024, 256 << 20)?;
+        in_range("ledger.inflight_batches_max", ledger.inflight_batches_max as u64, 1, 64)?;
+        nonzero_span("ledger.request_timeout", ledger.request_timeout)?;
+
+        // retry
+        let retry = RetryConfig {
+            initial: raw.retry.initial.map(Span::get).unwrap_or(DEFAULT_RETRY_INITIAL),
+            max: raw.retry.max.map(Span::get).unwrap_or(DEFAULT_RETRY_MAX),
+        };
+        nonzero_span("retry.initial", retry.initial)?;
+        if retry.max < retry.initial {
+            return Err(ConfigError::new("retry.max", "must be at least retry.initial"));
+        }
+
+        // limits
+        let r = raw.limits;
+        let limits = Limits {
+            body_bytes_max: to_usize(r.body_bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_BODY_BYTES_MAX)),
+            batch_events_max: r.batch_events_max.unwrap_or(DEFAULT_BATCH_EVENTS_MAX),
+            batch_body_bytes_max: to_usize(
+                r.batch_body_bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_BATCH_BODY_BYTES_MAX),
+            ),
+            connections_max: r.connections_max.unwrap_or(DEFAULT_CONNECTIONS_MAX),
+            header_read_timeout: r.header_read_timeout.map(Span::get).unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+            body_read_timeout: r.body_read_timeout.map(Span::get).unwrap_or(DEFAULT_BODY_READ_TIMEOUT),
+            keep_alive_idle_timeout: r
+                .keep_alive_idle_timeout
+                .map(Span::get)
+                .unwrap_or(DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT),
+            shutdown_drain_timeout: r
+                .shutdown_drain_timeout
+                .map(Span::get)
+                .unwrap_or(DEFAULT_SHUTDOWN_DRAIN_TIMEOUT),
+        };
+        in_range("limits.body_bytes_max", limits.body_bytes_max as u64, 1024, BODY_BYTES_MAX_CEILING)?;
+        in_range("limits.batch_events_max", limits.batch_events_max as u64, 1, BATCH_EVENTS_MAX_CEILING as u64)?;
+        in_range(
+            "limits.batch_body_bytes_max",
+            limits.batch_body_bytes_max as u64,
+            limits.body_bytes_max as u64,
+            BATCH_BODY_BYTES_MAX_CEILING,
+        )?;
+        in_range("limits.connections_max", limits.connections_max as u64, 1, CONNECTIONS_MAX_CEILING as u64)?;
+        nonzero_span("limits.header_read_timeout", limits.header_read_timeout)?;
+        nonzero_span("limits.body_read_timeout", limits.body_read_timeout)?;
+        nonzero_span("limits.keep_alive_idle_timeout", limits.keep_alive_idle_timeout)?;
+
+        Ok(Config {
+            node_id,
+            listen_addr,
+            admin_socket,
+            spool,
+            tokens_file,
+            tokens,
+            ledger,
+            retry,
+            limits,
+            log_json: args.log_json,
+        })
+    }
+
+    /// Server limits for `common::http::serve`.
+    pub fn server_limits(&self) -> common::http::ServerLimits {
+        common::http::ServerLimits {
+            connections_max: self.limits.connections_max,
+            header_read_timeout: self.limits.header_read_timeout,
+            body_read_timeout: self.limits.body_read_timeout,
+            keep_alive_idle_timeout: self.limits.keep_alive_idle_timeout,
+            shutdown_drain_timeout: self.limits.shutdown_drain_timeout,
+        }
+    }
+
+    /// A human summary for `--check-config` (no secrets).
+    pub fn summary(&self) -> String {
+        format!(
+            "config ok\n  node_id = {}\n  listen.addr = {}\n  listen.admin_socket = {}\n  spool.dir = {}\n  \
+             spool.bytes_max = {}\n  spool.events_max = {}\n  spool.disk_free_bytes_min = {}\n  \
+             spool.disk_free_inodes_min = {}\n  auth.tokens_file = {} ({} tokens)\n  ledger.urls = {:?}\n  \
+             limits.body_bytes_max = {}\n  limits.batch_events_max = {}\n  limits.connections_max = {}",
+            self.node_id,
+            self.listen_addr,
+            self.admin_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(off)".into()),
+            self.spool.dir.display(),
+            Bytes(self.spool.bytes_max),
+            self.spool.events_max,
+            Bytes(self.spool.disk_free_bytes_min),
+            self.spool.disk_free_inodes_min,
+            self.tokens_file.display(),
+            self.tokens.len(),
+            self.ledger.urls,
+            Bytes(self.limits.body_bytes_max as u64),
+            self.limits.batch_events_max,
+            self.limits.connections_max,
+        )
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn positive(key: &str, n: u64) -> Result<(), ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn in_range(key: &str, n: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if n < min || n > max {
+        return Err(ConfigError::new(key, format!("{n} is outside {min}..={max}")));
+    }
+    Ok(())
+}
+
+fn nonzero_span(key: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be longer than zero"));
+    }
+    Ok(())
+}
+
+fn check_node_id(key: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if id.is_empty() || id.len() > spool_format::NODE_BYTES_MAX || !id.bytes().all(ok) {
+        return Err(ConfigError::new(
+            key,
+            format!("{id:?} must be 1 to {} bytes of [A-Za-z0-9._-]", spool_format::NODE_BYTES_MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// The host name, as a node id (invalid characters replaced).
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(spool_format::NODE_BYTES_MAX)
+        .collect();
+    if id.is_empty() {
+        "spoold".to_owned()
+    } else {
+        id
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let secret = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
+    if secret.len() < common::tokens::SECRET_BYTES_MIN {
+        return Err(format!(
+            "{} must hold one secret of at least {} bytes",
+            path.display(),
+            common::tokens::SECRET_BYTES_MIN
+        ));
+    }
+    Ok(Secret(secret.to_owned()))
+}
+
+fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let key = e
+            .span()
+            .and_then(|span| key_at(text, span.start))
+            .unwrap_or_else(|| "config".to_owned());
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let msg = e.message().to_owned();
+        match line {
+            Some(l) => ConfigError::new(key, format!("{msg} (line {l})")),
+            None => ConfigError::new(key, msg),
+        }
+    })
+}
+
+/// The dotted key at byte `offset` of a TOML text: the table header above it
+/// plus the key on its line (`spool.bytes_max`).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_end = text[offset..].find('\n').map(|i| offset + i).unwrap_or(text.len());
+    let line = &text[line_start..line_end];
+    let trimmed = line.trim();
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    });
+    if trimmed.starts_with('[') {
+        return Some(trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    }
+    let key = trimmed.split('=').next().map(str::trim).filter(|k| !k.is_empty() && trimmed.contains('='));
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k.to_owned()),
+        (Some(t), None) => Some(t),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["spoold"];
+        v.extend_from_slice(extra);
+        Args::parse_from(v)
+    }
+
+    fn tokens_file() -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(f.path(), "client:0123456789abcdef0123\n").expect("write tokens");
+        f
+    }
+
+    fn load(text: &str, extra: &[&str]) -> Result<Config, ConfigError> {
+        let raw = parse_toml(text)?;
+        Config::build(raw, &args(extra))
+    }
+
+    #[test]
+    fn full_spec_example_parses() {
+        let t = tokens_file();
+        let ledger_tok = tokens_file();
+        let text = format!(
+            r#"
+node_id = "front-1"
+[listen]
+addr = "0.0.0.0:8700"
+admin_socket = "/run/spoold/admin.sock"
+[spool]
+dir = "/var/lib/spoold"
+bytes_max = "10GiB"
+events_max = 50000000
+disk_free_bytes_min = "1GiB"
+disk_free_inodes_min = 100000
+acked_retention = "7d"
+[auth]
+tokens_file = "{}"
+[ledger]
+urls = ["http://127.0.0.1:8800"]
+token_file = "{}"
+batch_events_max = 500
+batch_bytes_max = "1MiB"
+inflight_batches_max = 4
+request_timeout = "10s"
+[retry]
+initial = "100ms"
+max = "30s"
+[limits]
+body_bytes_max = "64KiB"
+batch_events_max = 1000
+connections_max = 4096
+header_read_timeout = "5s"
+"#,
+            t.path().display(),
+            ledger_tok.path().display()
+        );
+        let c = load(&text, &[]).expect("valid config");
+        assert_eq!(c.node_id, "front-1");
+        assert_eq!(c.spool.bytes_max, 10 << 30);
+        assert_eq!(c.limits.body_bytes_max, 65536);
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.ledger.urls, vec!["http://127.0.0.1:8800".to_owned()]);
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "Debug must not print secrets");
+    }
+
+    #[test]
+    fn flags_override_keys() {
+        let t = tokens_file();
+        let text = format!("node_id = \"a\"\n[listen]\naddr = \"127.0.0.1:1\"\n[auth]\ntokens_file = \"{}\"\n", t.path().display());
+        let c = load(&text, &["--node-id", "b", "--listen", "127.0.0.1:2", "--spool-dir", "/x"]).expect("valid");
+        assert_eq!(c.node_id, "b");
+        assert_eq!(c.listen_addr.port(), 2);
+        assert_eq!(c.spool.dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let t = tokens_file();
+        let auth = format!("[auth]\ntokens_file = \"{}\"\n", t.path().display());
+        let cases: &[(&str, &str)] = &[
+            ("[spool]\nbytes_max = \"lots\"\n", "spool.bytes_max"),
+            ("[spool]\nfoo = 1\n", "spool.foo"),
+            ("bogus = 1\n", "bogus"),
+            ("[limits]\nheader_read_timeout = \"soon\"\n", "limits.header_read_timeout"),
+            ("[limits]\nconnections_max = 0\n", "limits.connections_max"),
+            ("[limits]\nbatch_events_max = \"x\"\n", "limits.batch_events_max"),
+            ("[listen]\naddr = \"nowhere\"\n", "listen.addr"),
+            ("node_id = \"no spaces\"\n", "node_id"),
+            ("[ledger]\nurls = [\"ftp://x\"]\n", "ledger.urls"),
+            ("[ledger]\nurls = [\"http://x:1\"]\n", "ledger.token_file"),
+            ("[retry]\ninitial = \"2s\"\nmax = \"1s\"\n", "retry.max"),
+            ("[nope]\n", "nope"),
+        ];
+        for (text, key) in cases {
+            let full = format!("{text}{auth}");
+            let e = load(&full, &[]).expect_err(text);
+            assert_eq!(e.key, *key, "{text:?} gave {e}");
+        }
+        let e = load("", &[]).expect_err("no tokens file");
+        assert_eq!(e.key, "auth.tokens_file");
+    }
+}
