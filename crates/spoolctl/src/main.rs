@@ -1,1 +1,577 @@
-fn main() {}
+//! spoolctl: inspect and repair an offgrid spool (SPEC §6), online through
+//! spoold's admin socket or offline on a stopped daemon's spool directory.
+//!
+//! Both modes run the same operations (`admin::execute`); only the transport
+//! differs. Exit codes: 0 ok, 1 check failed / not found, 2 usage or config
+//! error, 3 cannot reach the daemon or open the spool.
+
+mod cli;
+mod output;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use admin::{ImportReport, ListData, RetryData, StatusData, VerifyData};
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
+use common::admin::{codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_RECORDS_MAX};
+use serde::de::DeserializeOwned;
+use spool_format::{OffsetDateTime, Record};
+
+use cli::{Cli, Cmd, DlqCmd, ExportArgs, StateArg, DEFAULT_SOCKET};
+
+/// Exit codes (SPEC §6).
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+
+/// Longest import line accepted, in bytes. A record's JSON is at most a few
+/// times its frame (frames are at most 1 MiB); 4 MiB leaves room for escaping.
+const IMPORT_LINE_BYTES_MAX: usize = 4 << 20;
+
+/// A failure with its exit code; the message is printed as `spoolctl: …`.
+#[derive(Debug)]
+struct Fail {
+    code: u8,
+    msg: String,
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Fail {}
+
+fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fail { code, msg: msg.into() })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Help and version exit 0; usage errors exit 2.
+        Err(e) => e.exit(),
+    };
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spoolctl: start runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => match e.downcast_ref::<Fail>() {
+            Some(f) => {
+                eprintln!("spoolctl: {}", f.msg);
+                ExitCode::from(f.code)
+            }
+            None => {
+                eprintln!("spoolctl: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+    }
+}
+
+/// Warnings (e.g. a dropped dead letter, offline) go to stderr; RUST_LOG overrides.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Where requests go: the daemon's admin socket, or a spool opened here.
+enum Backend {
+    Online { client: admin::Client, path: PathBuf },
+    Offline { spool: spool::Spool },
+}
+
+impl Backend {
+    async fn open(cli: &Cli) -> anyhow::Result<Backend> {
+        if let Some(dir) = &cli.spool_dir {
+            return Self::open_offline(dir, cli.node_id.clone());
+        }
+        let path = cli.socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        match admin::Client::connect(&path).await {
+            Ok(client) => Ok(Backend::Online { client, path }),
+            Err(e) => Err(fail(
+                EXIT_UNREACHABLE,
+                format!(
+                    "cannot reach spoold: {e}\n  is the daemon running? to open a stopped daemon's spool use --spool-dir DIR"
+                ),
+            )),
+        }
+    }
+
+    fn open_offline(dir: &Path, node_id: Option<String>) -> anyhow::Result<Backend> {
+        if !spool::exists(dir) {
+            return Err(fail(EXIT_UNREACHABLE, format!("no spool at {} (expected {}/sled)", dir.display(), dir.display())));
+        }
+        let mut cfg = spool::SpoolConfig::for_dir(dir);
+        cfg.node_id = node_id.unwrap_or_else(|| "unknown".into());
+        match spool::Spool::open(cfg) {
+            Ok(spool) => Ok(Backend::Offline { spool }),
+            Err(spool::SpoolError::Locked(detail)) => Err(fail(
+                EXIT_UNREACHABLE,
+                format!(
+                    "the spool at {} is locked by another process; spoold is probably running.\n  \
+                     use the daemon's admin socket instead (--socket PATH, default {DEFAULT_SOCKET}), \
+                     or stop spoold first ({detail})",
+                    dir.display()
+                ),
+            )),
+            Err(e) => Err(fail(EXIT_UNREACHABLE, format!("cannot open the spool at {}: {e}", dir.display()))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::Online { path, .. } => format!("online ({})", path.display()),
+            Backend::Offline { spool } => format!("offline ({})", spool.config().dir.display()),
+        }
+    }
+
+    async fn call(&mut self, req: AdminRequest) -> anyhow::Result<AdminResponse> {
+        match self {
+            Backend::Online { client, path } => client
+                .call(&req)
+                .await
+                .map_err(|e| fail(EXIT_UNREACHABLE, format!("admin socket {}: {e}", path.display()))),
+            Backend::Offline { spool } => Ok(admin::execute(spool, req).await),
+        }
+    }
+
+    /// Calls and decodes a successful answer; maps error codes to exit codes.
+    async fn call_ok<T: DeserializeOwned>(&mut self, req: AdminRequest) -> anyhow::Result<T> {
+        let resp = self.call(req).await?;
+        if !resp.ok {
+            let msg = resp.error.unwrap_or_else(|| "request failed".into());
+            let code = match resp.code.as_deref() {
+                Some(codes::NOT_FOUND) => EXIT_FAILED,
+                Some(codes::INVALID_REQUEST) => EXIT_USAGE,
+                Some(codes::BUSY) => EXIT_UNREACHABLE,
+                _ => EXIT_FAILED,
+            };
+            return Err(fail(code, msg));
+        }
+        let data = resp.data.unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(data).context("decode the daemon's answer")
+    }
+
+    fn close(self) {
+        if let Backend::Offline { spool } = self {
+            spool.close();
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Verbs that need no spool.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "spoolctl", &mut std::io::stdout());
+            return Ok(0);
+        }
+        Cmd::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("render man page")?;
+            return Ok(0);
+        }
+        Cmd::Dlq { cmd: DlqCmd::Drop { key, yes: false } } => {
+            return Err(fail(
+                EXIT_USAGE,
+                format!(
+                    "refusing to drop dead letter {key} without --yes: the event is removed from this spool for good \
+                     (keep a copy first: spoolctl export --state dead -o FILE)"
+                ),
+            ));
+        }
+        Cmd::Import { .. } if cli.spool_dir.is_some() && cli.node_id.is_none() => {
+            return Err(fail(
+                EXIT_USAGE,
+                "offline import needs --node-id ID (the node_id of the spoold that owns this spool), \
+                 so that imported records name their node",
+            ));
+        }
+        _ => {}
+    }
+    let mut backend = Backend::open(&cli).await?;
+    let result = dispatch(&cli, &mut backend).await;
+    backend.close();
+    result
+}
+
+async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
+    let json = cli.json;
+    match &cli.cmd {
+        Cmd::Status => {
+            let mut s: StatusData = b.call_ok(AdminRequest::Status).await?;
+            if let Backend::Offline { .. } = b {
+                s.extra.insert("mode".into(), "offline".into());
+            }
+            if json {
+                output::print_json(&s)?;
+            } else {
+                output::print_status(&s, &b.describe());
+            }
+            Ok(0)
+        }
+        Cmd::Ls(args) => {
+            let records = list(b, args.state(), args.from_seq, args.limit).await?;
+            output::print_records(&records.0, json, false)?;
+            if let (Some(next), false) = (records.1, json) {
+                eprintln!("(more records from seq {next}; use --from-seq {next} or a larger --limit)");
+            }
+            Ok(0)
+        }
+        Cmd::Show { key } => {
+            let r: Record = b.call_ok(AdminRequest::Show { key: key.clone() }).await?;
+            if json {
+                output::print_json(&r)?;
+            } else {
+                output::print_record(&r)?;
+            }
+            Ok(0)
+        }
+        Cmd::Tail { follow, lines, interval } => tail(b, *follow, *lines, interval.get(), json).await,
+        Cmd::Export(args) => export(b, args, json).await,
+        Cmd::Import { file } => import(b, file, json).await,
+        Cmd::Verify => {
+            let v: VerifyData = b.call_ok(AdminRequest::Verify).await?;
+            if json {
+                output::print_json(&v)?;
+            } else if v.faults.is_empty() {
+                println!("verified {} records: no faults", v.records);
+            } else {
+                println!("verified {} records: {} fault(s)", v.records, v.faults.len());
+                for f in &v.faults {
+                    match f.seq {
+                        Some(seq) => println!("  seq {seq}: {}", f.what),
+                        None => println!("  {}", f.what),
+                    }
+                }
+            }
+            Ok(if v.faults.is_empty() { 0 } else { EXIT_FAILED })
+        }
+        Cmd::Dlq { cmd } => dlq(b, cmd, json).await,
+        Cmd::Completions { .. } | Cmd::Man => Ok(0),
+    }
+}
+
+/// Lists up to `limit` records from `from_seq`, paging through the backend.
+/// Returns the records and where the next page would start.
+async fn list(b: &mut Backend, state: StateArg, from_seq: u64, limit: u64) -> anyhow::Result<(Vec<Record>, Option<u64>)> {
+    let mut out = Vec::new();
+    let mut from = from_seq;
+    loop {
+        let left = limit.saturating_sub(u64::try_from(out.len()).unwrap_or(u64::MAX));
+        if left == 0 {
+            // Peek whether anything follows, so the user learns there is more.
+            let peek: ListData = b
+                .call_ok(AdminRequest::List { state: state.as_str().into(), from_seq: from, limit: 1 })
+                .await?;
+            return Ok((out, peek.records.first().map(|r| r.seq)));
+        }
+        let page = u32::try_from(left.min(u64::from(ADMIN_PAGE_RECORDS_MAX))).unwrap_or(ADMIN_PAGE_RECORDS_MAX);
+        let l: ListData = b
+            .call_ok(AdminRequest::List { state: state.as_str().into(), from_seq: from, limit: page })
+            .await?;
+        out.extend(l.records);
+        match l.next_from_seq {
+            Some(next) => from = next,
+            None => return Ok((out, None)),
+        }
+    }
+}
+
+async fn tail(b: &mut Backend, follow: bool, lines: u32, interval: Duration, json: bool) -> anyhow::Result<u8> {
+    let t: ListData = b.call_ok(AdminRequest::Tail { limit: lines }).await?;
+    let mut last = t.records.last().map(|r| r.seq);
+    output::print_records(&t.records, json, follow)?;
+    if !follow {
+        return Ok(0);
+    }
+    let mut header = !t.records.is_empty();
+    loop {
+        tokio::time::sleep(interval).await;
+        let from = last.map_or(0, |s| s.saturating_add(1));
+        let l: ListData = b
+            .call_ok(AdminRequest::List { state: "all".into(), from_seq: from, limit: ADMIN_PAGE_RECORDS_MAX })
+            .await?;
+        if let Some(r) = l.records.last() {
+            last = Some(r.seq);
+            if json {
+                output::print_records(&l.records, true, true)?;
+            } else {
+                output::print_rows(&l.records, !header)?;
+                header = true;
+            }
+        }
+    }
+}
+
+/// Parses `--since`: an RFC 3339 time, or an age such as "2h" (now minus it).
+fn parse_since(s: &str) -> anyhow::Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    match s.parse::<common::units::Span>() {
+        Ok(age) => Ok(OffsetDateTime::now_utc() - age.get()),
+        Err(_) => Err(fail(
+            EXIT_USAGE,
+            format!("--since {s:?}: expected an RFC 3339 time (2026-11-24T12:00:00Z) or an age (2h, 7d)"),
+        )),
+    }
+}
+
+async fn export(b: &mut Backend, args: &ExportArgs, json: bool) -> anyhow::Result<u8> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let to_stdout = args.output.as_os_str() == "-";
+    let partial = partial_path(&args.output);
+    let sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let f = std::fs::File::create(&partial)
+            .map_err(|e| fail(EXIT_USAGE, format!("cannot create {}: {e}", partial.display())))?;
+        Box::new(f)
+    };
+    let mut w = std::io::BufWriter::new(sink);
+
+    let status: StatusData = b.call_ok(AdminRequest::Status).await?;
+    let total = match args.state {
+        StateArg::All => status.pending_events + status.dead_events + status.acked_events,
+        StateArg::Pending => status.pending_events,
+        StateArg::Dead => status.dead_events,
+        StateArg::Acked => status.acked_events,
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {elapsed}") {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let mut from = 0u64;
+    let mut exported = 0u64;
+    loop {
+        let l: ListData = b
+            .call_ok(AdminRequest::List { state: args.state.as_str().into(), from_seq: from, limit: ADMIN_PAGE_RECORDS_MAX })
+            .await?;
+        for r in &l.records {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            if since.is_some_and(|s| r.received_at < s) {
+                continue;
+            }
+            serde_json::to_writer(&mut w, r).context("write export")?;
+            w.write_all(b"\n").context("write export")?;
+            exported += 1;
+        }
+        match l.next_from_seq {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let inner = w.into_inner().map_err(|e| anyhow::anyhow!("write export: {}", e.error()))?;
+    drop(inner);
+    if !to_stdout {
+        // fsync, then rename: a crash never leaves a truncated file under the final name.
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("fsync {}", partial.display()))?;
+        std::fs::rename(&partial, &args.output)
+            .with_context(|| format!("rename {} to {}", partial.display(), args.output.display()))?;
+    }
+    if json && !to_stdout {
+        output::print_json(&serde_json::json!({"exported": exported, "file": args.output}))?;
+    } else if !to_stdout {
+        eprintln!("exported {exported} records to {}", args.output.display());
+    }
+    Ok(0)
+}
+
+fn partial_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Reads one line of at most `max` bytes; `None` at end of file.
+fn read_bounded_line(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = std::io::Read::take(&mut *r, limit).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(true));
+    }
+    if buf.len() > max {
+        // Skip the rest of this over-long line.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let n = std::io::Read::take(&mut *r, 1 << 16).read_until(b'\n', &mut rest)?;
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        return Ok(Some(false));
+    }
+    Ok(Some(true))
+}
+
+async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> {
+    let f = std::fs::File::open(file).map_err(|e| fail(EXIT_USAGE, format!("cannot open {}: {e}", file.display())))?;
+    let mut reader = std::io::BufReader::new(f);
+    let mut report = ImportReport::default();
+    // Line numbers of the events in the current chunk, for issue reports.
+    let mut chunk: Vec<serde_json::Value> = Vec::with_capacity(ADMIN_IMPORT_EVENTS_MAX);
+    let mut chunk_lines: Vec<usize> = Vec::with_capacity(ADMIN_IMPORT_EVENTS_MAX);
+    let mut issue_lines: Vec<(usize, String)> = Vec::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        let line = read_bounded_line(&mut reader, IMPORT_LINE_BYTES_MAX, &mut buf)
+            .with_context(|| format!("read {}", file.display()))?;
+        let Some(fits) = line else { break };
+        line_no += 1;
+        if !fits {
+            report.invalid += 1;
+            issue_lines.push((line_no, format!("invalid: line longer than {IMPORT_LINE_BYTES_MAX} bytes")));
+            continue;
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&buf) {
+            Ok(v) => {
+                // An export line is a record; take its event. A bare event is taken as is.
+                let event = match v {
+                    serde_json::Value::Object(mut o) if o.contains_key("seq") && o.contains_key("event") => {
+                        o.remove("event").unwrap_or(serde_json::Value::Null)
+                    }
+                    other => other,
+                };
+                chunk.push(event);
+                chunk_lines.push(line_no);
+            }
+            Err(e) => {
+                report.invalid += 1;
+                issue_lines.push((line_no, format!("invalid: not JSON: {e}")));
+            }
+        }
+        if chunk.len() >= ADMIN_IMPORT_EVENTS_MAX {
+            send_chunk(b, &mut chunk, &mut chunk_lines, &mut report, &mut issue_lines).await?;
+        }
+    }
+    send_chunk(b, &mut chunk, &mut chunk_lines, &mut report, &mut issue_lines).await?;
+    issue_lines.sort();
+    if json {
+        let issues: Vec<_> = issue_lines.iter().map(|(l, m)| serde_json::json!({"line": l, "issue": m})).collect();
+        output::print_json(&serde_json::json!({
+            "accepted": report.accepted, "duplicate": report.duplicate, "conflict": report.conflict,
+            "invalid": report.invalid, "failed": report.failed, "issues": issues,
+        }))?;
+    } else {
+        println!(
+            "imported {}: accepted {}, duplicate {}, conflict {}, invalid {}, failed {}",
+            file.display(),
+            report.accepted,
+            report.duplicate,
+            report.conflict,
+            report.invalid,
+            report.failed
+        );
+        for (l, m) in &issue_lines {
+            println!("  line {l}: {m}");
+        }
+    }
+    Ok(if report.is_clean() { 0 } else { EXIT_FAILED })
+}
+
+async fn send_chunk(
+    b: &mut Backend,
+    chunk: &mut Vec<serde_json::Value>,
+    lines: &mut Vec<usize>,
+    report: &mut ImportReport,
+    issue_lines: &mut Vec<(usize, String)>,
+) -> anyhow::Result<()> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let events = std::mem::take(chunk);
+    let rep: ImportReport = b.call_ok(AdminRequest::Import { events }).await?;
+    for issue in &rep.issues {
+        let line = lines.get(issue.index).copied().unwrap_or(0);
+        let id = issue.id.as_deref().map(|i| format!(" (id {i})")).unwrap_or_default();
+        issue_lines.push((line, format!("{}{id}: {}", issue.status, issue.message)));
+    }
+    report.merge(ImportReport { issues: Vec::new(), ..rep }, 0);
+    lines.clear();
+    Ok(())
+}
+
+/// Resolves a dead letter's seq from a seq number or an event id.
+async fn resolve_seq(b: &mut Backend, key: &str) -> anyhow::Result<u64> {
+    if let Ok(seq) = key.parse::<u64>() {
+        return Ok(seq);
+    }
+    let r: Record = b.call_ok(AdminRequest::Show { key: key.to_owned() }).await?;
+    Ok(r.seq)
+}
+
+async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
+    match cmd {
+        DlqCmd::Ls { limit } => {
+            let (records, more) = list(b, StateArg::Dead, 0, *limit).await?;
+            output::print_records(&records, json, false)?;
+            if let (Some(next), false) = (more, json) {
+                eprintln!("(more dead letters from seq {next}; use a larger --limit)");
+            }
+            Ok(0)
+        }
+        DlqCmd::Retry { key, all } => {
+            let seq = match key {
+                Some(k) if !*all => Some(resolve_seq(b, k).await?),
+                _ => None,
+            };
+            let r: RetryData = b.call_ok(AdminRequest::DlqRetry { seq, all: *all }).await?;
+            if json {
+                output::print_json(&r)?;
+            } else {
+                match (seq, r.requeued.len()) {
+                    (Some(s), _) => println!("requeued dead letter {s}; the forwarder will send it again"),
+                    (None, n) => println!("requeued {n} dead letter(s); the forwarder will send them again"),
+                }
+            }
+            Ok(0)
+        }
+        DlqCmd::Drop { key, yes } => {
+            if !*yes {
+                return Err(fail(EXIT_USAGE, "refusing to drop without --yes"));
+            }
+            let seq = resolve_seq(b, key).await?;
+            let d: admin::DropData = b.call_ok(AdminRequest::DlqDrop { seq }).await?;
+            if json {
+                output::print_json(&d)?;
+            } else {
+                println!("dropped dead letter {} (id {})", d.seq, d.id);
+            }
+            Ok(0)
+        }
+    }
+}

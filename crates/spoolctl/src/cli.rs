@@ -1,0 +1,178 @@
+//! The command line of spoolctl (SPEC §6). The man page and the shell
+//! completions are generated from this definition, so they cannot drift.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spoolctl",
+    version,
+    about = "Inspect and repair an offgrid spool",
+    long_about = "Inspect and repair an offgrid spool.\n\n\
+        By default spoolctl talks to the running spoold over its admin socket \
+        (--socket, default /run/spoold/admin.sock). With --spool-dir it opens a \
+        stopped daemon's spool directly; if the daemon still holds the spool it \
+        says so and exits 3.",
+    after_help = "Exit codes: 0 ok, 1 check failed or not found, 2 usage or config error, \
+        3 cannot reach the daemon or open the spool."
+)]
+pub struct Cli {
+    /// Admin socket of the running spoold
+    #[arg(long, global = true, value_name = "PATH", env = "SPOOLCTL_SOCKET", conflicts_with = "spool_dir")]
+    pub socket: Option<PathBuf>,
+    /// Open the spool in DIR directly (the daemon must be stopped)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Node id to stamp on records imported offline (spoold.toml `node_id` of the spool's owner)
+    #[arg(long, global = true, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Machine-readable JSON output instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Depth, bytes, oldest pending age, dead letters, ledger state, last error
+    Status,
+    /// List records in seq order
+    Ls(LsArgs),
+    /// One record, decoded, with its state and attempts
+    Show {
+        /// An event id or a seq number
+        #[arg(value_name = "ID-OR-SEQ")]
+        key: String,
+    },
+    /// Newest records; with -f, keep printing new ones
+    Tail {
+        /// Keep following new records (Ctrl-C to stop)
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the newest records to print first
+        #[arg(short = 'n', long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        lines: u32,
+        /// Poll interval while following, e.g. "1s", "500ms"
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        interval: common::units::Span,
+    },
+    /// Export records as JSONL (one record per line), for audit or to move a spool
+    Export(ExportArgs),
+    /// Re-spool events from a JSONL export (or JSONL of bare events); dedupe applies
+    Import {
+        /// JSONL file written by `spoolctl export`
+        file: PathBuf,
+    },
+    /// Check every record's checksum and the indexes; exit 1 on any fault
+    Verify,
+    /// Manage dead letters (events the ledger refused)
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only pending records (not yet accepted by the ledger)
+    #[arg(long, group = "state")]
+    pub pending: bool,
+    /// Only dead letters
+    #[arg(long, group = "state")]
+    pub dead: bool,
+    /// Only acked records (kept for dedupe and audit)
+    #[arg(long, group = "state")]
+    pub acked: bool,
+    /// Most records to print
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+    /// Start at this seq
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    pub from_seq: u64,
+}
+
+impl LsArgs {
+    pub fn state(&self) -> StateArg {
+        if self.pending {
+            StateArg::Pending
+        } else if self.dead {
+            StateArg::Dead
+        } else if self.acked {
+            StateArg::Acked
+        } else {
+            StateArg::All
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    All,
+    Pending,
+    Dead,
+    Acked,
+}
+
+impl StateArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateArg::All => "all",
+            StateArg::Pending => "pending",
+            StateArg::Dead => "dead",
+            StateArg::Acked => "acked",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Which records to export
+    #[arg(long, value_enum, default_value = "all")]
+    pub state: StateArg,
+    /// Only records received at or after this time: RFC 3339 ("2026-11-24T12:00:00Z") or an age ("2h", "7d")
+    #[arg(long, value_name = "TIME-OR-AGE")]
+    pub since: Option<String>,
+    /// Output file ("-" for stdout); written to FILE.partial, fsynced, then renamed
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// List dead letters with the ledger's reason
+    Ls {
+        /// Most records to print
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+    },
+    /// Put a dead letter (or all) back in the pending queue
+    Retry {
+        /// Seq or event id of the dead letter
+        #[arg(value_name = "ID-OR-SEQ", required_unless_present = "all", conflicts_with = "all")]
+        key: Option<String>,
+        /// Retry every dead letter
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a dead letter for good (needs --yes)
+    Drop {
+        /// Seq or event id of the dead letter
+        #[arg(value_name = "ID-OR-SEQ")]
+        key: String,
+        /// Confirm: the event is removed from this spool for good
+        #[arg(long)]
+        yes: bool,
+    },
+}

@@ -1,0 +1,179 @@
+//! Human tables and JSON output.
+
+use std::io::Write;
+
+use admin::StatusData;
+use common::units::Bytes;
+use spool_format::{OffsetDateTime, Record, State};
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn age(secs: f64) -> String {
+    let s = Duration::from_secs_f64(secs.max(0.0));
+    // Whole seconds are enough for an operator.
+    humantime_like(s.as_secs())
+}
+
+use std::time::Duration;
+
+fn humantime_like(mut s: u64) -> String {
+    let d = s / 86_400;
+    s %= 86_400;
+    let h = s / 3600;
+    s %= 3600;
+    let m = s / 60;
+    s %= 60;
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn percent(n: u64, max: u64) -> String {
+    if max == 0 {
+        return "-".into();
+    }
+    // Display only; precision loss of u64 -> f64 is irrelevant here.
+    #[allow(clippy::cast_precision_loss)]
+    let p = n as f64 * 100.0 / max as f64;
+    format!("{p:.1}%")
+}
+
+pub fn print_status(s: &StatusData, mode: &str) {
+    let extra_str = |k: &str| s.extra.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    println!("{:<16}{mode}", "mode");
+    println!("{:<16}{}", "node", s.node_id);
+    println!("{:<16}{}", "spool dir", s.spool_dir);
+    println!("{:<16}{} events", "pending", s.pending_events);
+    println!("{:<16}{}", "dead letters", s.dead_events);
+    println!("{:<16}{} events (kept for dedupe/audit)", "acked", s.acked_events);
+    let events = s.pending_events + s.dead_events;
+    println!("{:<16}{} of {} events ({})", "spool depth", events, s.events_max, percent(events, s.events_max));
+    println!(
+        "{:<16}{} of {} ({})",
+        "spool bytes",
+        Bytes(s.live_bytes),
+        Bytes(s.bytes_max),
+        percent(s.live_bytes, s.bytes_max)
+    );
+    match (&s.oldest_pending_at, s.oldest_pending_age_seconds) {
+        (Some(at), Some(secs)) => println!("{:<16}{at} ({} ago)", "oldest pending", age(secs)),
+        _ => println!("{:<16}none", "oldest pending"),
+    }
+    let ledger = match (s.extra.get("ledger_up").and_then(|v| v.as_bool()), extra_str("ledger_state")) {
+        (_, Some(state)) => state,
+        (Some(true), None) => "up".into(),
+        (Some(false), None) => "down".into(),
+        (None, None) => "unknown (offline: the daemon is not running)".into(),
+    };
+    println!("{:<16}{ledger}", "ledger");
+    println!("{:<16}{}", "last error", extra_str("last_forward_error").unwrap_or_else(|| "none".into()));
+    match s.disk_free_bytes {
+        Some(b) => println!("{:<16}{}", "disk free", Bytes(b)),
+        None => println!("{:<16}unknown", "disk free"),
+    }
+    match s.disk_free_inodes {
+        Some(i) => println!("{:<16}{i}", "inodes free"),
+        None => println!("{:<16}not reported by the filesystem", "inodes free"),
+    }
+    if s.quarantined_events > 0 {
+        println!("{:<16}{} (corrupt records set aside; run spoolctl verify)", "QUARANTINED", s.quarantined_events);
+    }
+    if s.dead_letters_dropped_total > 0 {
+        println!("{:<16}{}", "dlq dropped", s.dead_letters_dropped_total);
+    }
+}
+
+fn state_text(state: &State) -> String {
+    match state {
+        State::Pending => "pending".into(),
+        State::Acked { ledger_seq: Some(l), .. } => format!("acked (ledger {l})"),
+        State::Acked { .. } => "acked".into(),
+        State::Dead { code, .. } => format!("dead ({code})"),
+    }
+}
+
+/// Prints records: a table, or JSON (one array, or one object per line when
+/// `lines` is set, for streaming).
+pub fn print_records(records: &[Record], json: bool, lines: bool) -> anyhow::Result<()> {
+    if json {
+        if lines {
+            let mut out = std::io::stdout().lock();
+            for r in records {
+                serde_json::to_writer(&mut out, r)?;
+                writeln!(out)?;
+            }
+            out.flush()?;
+            return Ok(());
+        }
+        return print_json(&records);
+    }
+    print_rows(records, true)
+}
+
+pub fn print_rows(records: &[Record], header: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if header {
+        writeln!(
+            out,
+            "{:>10}  {:<20}  {:>8}  {:<20}  {:<10}  {:>14}  {:<8}  ID / REASON",
+            "SEQ", "STATE", "ATTEMPTS", "RECEIVED_AT", "KIND", "AMOUNT", "CURRENCY"
+        )?;
+    }
+    for r in records {
+        let reason = match &r.state {
+            State::Dead { reason, .. } => format!("  {reason}"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{:>10}  {:<20}  {:>8}  {:<20}  {:<10}  {:>14}  {:<8}  {}{reason}",
+            r.seq,
+            state_text(&r.state),
+            r.attempts,
+            rfc3339(r.received_at),
+            r.event.kind.as_str(),
+            r.event.amount,
+            r.event.currency,
+            r.event.id,
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn print_record(r: &Record) -> anyhow::Result<()> {
+    println!("{:<14}{}", "seq", r.seq);
+    println!("{:<14}{}", "id", r.event.id);
+    println!("{:<14}{}", "state", r.state.name());
+    match &r.state {
+        State::Pending => {}
+        State::Acked { acked_at, ledger_seq } => {
+            println!("{:<14}{}", "acked_at", rfc3339(*acked_at));
+            if let Some(l) = ledger_seq {
+                println!("{:<14}{l}", "ledger_seq");
+            }
+        }
+        State::Dead { dead_at, code, reason } => {
+            println!("{:<14}{}", "dead_at", rfc3339(*dead_at));
+            println!("{:<14}{code}", "dead code");
+            println!("{:<14}{reason}", "dead reason");
+        }
+    }
+    println!("{:<14}{}", "attempts", r.attempts);
+    println!("{:<14}{}", "received_at", rfc3339(r.received_at));
+    println!("{:<14}{}", "node", r.node);
+    println!("event:");
+    print_json(&r.event.to_json_value())
+}

@@ -1,0 +1,373 @@
+//! spoolctl against real spools: every verb offline (`--spool-dir`), online
+//! through an admin socket served by `admin::serve_unix`, exit codes, and a
+//! locked spool. Needs `cargo build -p spoolctl` first.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use spool::{Spool, SpoolConfig};
+use spool_format::{Event, Record};
+
+/// What one spoolctl run gave.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.json().as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect()
+    }
+
+    #[track_caller]
+    fn expect(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "exit code; run: {self:#?}");
+        self
+    }
+}
+
+fn spoolctl(args: &[&str]) -> Run {
+    let out = Command::new(test_support::bin_path("spoolctl"))
+        .args(args)
+        .env_remove("SPOOLCTL_SOCKET")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// spoolctl with `--spool-dir dir` in front of `args`.
+fn offline(dir: &Path, args: &[&str]) -> Run {
+    let d = dir.to_str().unwrap();
+    let mut all = vec!["--spool-dir", d];
+    all.extend_from_slice(args);
+    spoolctl(&all)
+}
+
+fn event_json(id: &str, amount: u64) -> Value {
+    json!({
+        "id": id,
+        "kind": "gift",
+        "amount": amount,
+        "currency": "L$",
+        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+        "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+        "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+        "occurred_at": "2026-11-24T12:00:00Z",
+        "item": "Mesh Sofa Deluxe (copy/mod)",
+    })
+}
+
+/// Creates a spool in `dir` with events `ev-1..=ev-n` at seq 1..=n, the given
+/// seqs dead (reason "ledger says no") or acked, and closes it.
+async fn make_spool(dir: &Path, n: u64, dead: &[u64], acked: &[u64]) {
+    let mut cfg = SpoolConfig::for_dir(dir);
+    cfg.node_id = "front-1".into();
+    let spool = Spool::open(cfg).unwrap();
+    let events: Vec<Event> =
+        (1..=n).map(|i| Event::from_json_value(&event_json(&format!("ev-{i}"), i * 100)).unwrap()).collect();
+    for r in spool.append_batch(events).await {
+        r.unwrap();
+    }
+    for &seq in dead {
+        assert!(spool.mark_dead(seq, 2, "rejected", "ledger says no").unwrap());
+    }
+    let acks: Vec<(u64, u32, Option<u64>)> = acked.iter().map(|&s| (s, 1, Some(1000 + s))).collect();
+    spool.mark_acked(&acks).unwrap();
+    spool.wait_durable().await.unwrap();
+    spool.close();
+}
+
+#[tokio::test]
+async fn offline_status_ls_show_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 6, &[2, 5], &[4]).await;
+
+    let s = offline(&dir, &["--json", "status"]).expect(0).json();
+    assert_eq!((s["pending_events"].as_u64(), s["dead_events"].as_u64(), s["acked_events"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert_eq!(s["mode"], "offline");
+    assert!(s["oldest_pending_at"].is_string());
+    let human = offline(&dir, &["status"]).expect(0);
+    assert!(human.stdout.contains("pending         3 events"), "{human:?}");
+    assert!(human.stdout.contains("dead letters    2"), "{human:?}");
+    assert!(human.stdout.contains("offline"), "{human:?}");
+
+    assert_eq!(offline(&dir, &["--json", "ls"]).expect(0).seqs(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(offline(&dir, &["--json", "ls", "--pending"]).expect(0).seqs(), vec![1, 3, 6]);
+    assert_eq!(offline(&dir, &["--json", "ls", "--dead"]).expect(0).seqs(), vec![2, 5]);
+    assert_eq!(offline(&dir, &["--json", "ls", "--acked"]).expect(0).seqs(), vec![4]);
+    assert_eq!(offline(&dir, &["--json", "ls", "--limit", "2", "--from-seq", "3"]).expect(0).seqs(), vec![3, 4]);
+    let table = offline(&dir, &["ls", "--limit", "2"]).expect(0);
+    assert_eq!(table.stdout.lines().count(), 3, "header and two rows: {table:?}");
+    assert!(table.stderr.contains("more records from seq 3"), "{table:?}");
+    let dead_table = offline(&dir, &["ls", "--dead"]).expect(0);
+    assert!(dead_table.stdout.contains("ledger says no"), "{dead_table:?}");
+
+    let r = offline(&dir, &["--json", "show", "5"]).expect(0).json();
+    let rec: Record = serde_json::from_value(r.clone()).unwrap();
+    assert_eq!((rec.seq, rec.event.id.as_str(), rec.attempts), (5, "ev-5", 2));
+    assert_eq!(r["state"], "dead");
+    assert_eq!(r["reason"], "ledger says no");
+    let by_id = offline(&dir, &["show", "ev-4"]).expect(0);
+    assert!(by_id.stdout.contains("acked") && by_id.stdout.contains("ledger_seq    1004"), "{by_id:?}");
+    let missing = offline(&dir, &["show", "99"]).expect(1);
+    assert!(missing.stderr.contains("no record"), "{missing:?}");
+    offline(&dir, &["show", "no-such-id"]).expect(1);
+
+    assert_eq!(offline(&dir, &["--json", "tail", "-n", "2"]).expect(0).seqs(), vec![5, 6]);
+}
+
+fn corrupt_record(dir: &Path, seq: u64) {
+    let spool = Spool::open(SpoolConfig::for_dir(dir)).unwrap();
+    let db = spool::raw_db(&spool);
+    let mut raw = db.get(spool::record_key(seq)).unwrap().unwrap().to_vec();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x01;
+    db.insert(spool::record_key(seq), raw).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    spool.close();
+}
+
+#[tokio::test]
+async fn verify_passes_clean_and_names_a_flipped_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 5, &[1], &[2]).await;
+    let ok = offline(&dir, &["verify"]).expect(0);
+    assert!(ok.stdout.contains("verified 5 records: no faults"), "{ok:?}");
+
+    corrupt_record(&dir, 3);
+    let bad = offline(&dir, &["verify"]).expect(1);
+    assert!(bad.stdout.contains("seq 3:"), "{bad:?}");
+    assert!(bad.stdout.contains("checksum"), "{bad:?}");
+    assert!(!bad.stdout.contains("seq 4:"), "only the flipped record is named: {bad:?}");
+    let j = offline(&dir, &["--json", "verify"]).expect(1).json();
+    assert_eq!(j["faults"][0]["seq"], 3);
+    assert_eq!(j["faults"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn export_then_import_into_another_spool_dedupes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    make_spool(&a, 5, &[2, 3], &[]).await;
+    make_spool(&b, 0, &[], &[]).await;
+
+    let file = tmp.path().join("export.jsonl");
+    let f = file.to_str().unwrap();
+    offline(&a, &["export", "-o", f]).expect(0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let records: Vec<Record> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert!(!tmp.path().join("export.jsonl.partial").exists());
+
+    let dead_file = tmp.path().join("dead.jsonl");
+    offline(&a, &["export", "--state", "dead", "-o", dead_file.to_str().unwrap()]).expect(0);
+    assert_eq!(std::fs::read_to_string(&dead_file).unwrap().lines().count(), 2);
+    let future = tmp.path().join("future.jsonl");
+    offline(&a, &["export", "--since", "2999-01-01T00:00:00Z", "-o", future.to_str().unwrap()]).expect(0);
+    assert_eq!(std::fs::read_to_string(&future).unwrap().lines().count(), 0);
+    let recent = tmp.path().join("recent.jsonl");
+    offline(&a, &["export", "--since", "1h", "-o", recent.to_str().unwrap()]).expect(0);
+    assert_eq!(std::fs::read_to_string(&recent).unwrap().lines().count(), 5);
+    offline(&a, &["export", "--since", "yesterday-ish", "-o", recent.to_str().unwrap()]).expect(2);
+
+    // Offline import must name the node it stamps on records.
+    offline(&b, &["import", f]).expect(2);
+    let first = offline(&b, &["--node-id", "front-2", "--json", "import", f]).expect(0).json();
+    assert_eq!((first["accepted"].as_u64(), first["duplicate"].as_u64()), (Some(5), Some(0)));
+    let again = offline(&b, &["--node-id", "front-2", "import", f]).expect(0);
+    assert!(again.stdout.contains("accepted 0, duplicate 5"), "{again:?}");
+    let s = offline(&b, &["--json", "status"]).expect(0).json();
+    assert_eq!(s["pending_events"], 5);
+    let imported: Record = serde_json::from_value(offline(&b, &["--json", "show", "ev-3"]).expect(0).json()).unwrap();
+    assert_eq!(imported.event, records[2].event, "the event survives the round trip byte for byte");
+    assert_eq!(imported.node, "front-2");
+
+    // A file with a conflict, an invalid event and a non-JSON line: exit 1, every line accounted for.
+    let mut conflicting = event_json("ev-1", 1);
+    conflicting["amount"] = json!(7);
+    let mixed = [
+        serde_json::to_string(&event_json("fresh-1", 42)).unwrap(),
+        serde_json::to_string(&conflicting).unwrap(),
+        r#"{"id":"broken","kind":"purchase","amount":"12"}"#.to_owned(),
+        "this is not json".to_owned(),
+    ]
+    .join("\n");
+    let mixed_file = tmp.path().join("mixed.jsonl");
+    std::fs::write(&mixed_file, mixed).unwrap();
+    let rep = offline(&b, &["--node-id", "front-2", "import", mixed_file.to_str().unwrap()]).expect(1);
+    assert!(rep.stdout.contains("accepted 1, duplicate 0, conflict 1, invalid 2, failed 0"), "{rep:?}");
+    assert!(rep.stdout.contains("line 2: conflict (id ev-1)"), "{rep:?}");
+    assert!(rep.stdout.contains("line 3: invalid"), "{rep:?}");
+    assert!(rep.stdout.contains("line 4: invalid: not JSON"), "{rep:?}");
+}
+
+#[tokio::test]
+async fn import_sends_chunks_of_at_most_1000() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 0, &[], &[]).await;
+    let lines: Vec<String> =
+        (0..2500).map(|i| serde_json::to_string(&event_json(&format!("bulk-{i}"), 5)).unwrap()).collect();
+    let file = tmp.path().join("bulk.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let rep = offline(&dir, &["--node-id", "n", "--json", "import", file.to_str().unwrap()]).expect(0).json();
+    assert_eq!(rep["accepted"], 2500);
+    let s = offline(&dir, &["--json", "status"]).expect(0).json();
+    assert_eq!(s["pending_events"], 2500);
+}
+
+#[tokio::test]
+async fn dlq_ls_retry_and_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 6, &[2, 4, 5], &[]).await;
+
+    assert_eq!(offline(&dir, &["--json", "dlq", "ls"]).expect(0).seqs(), vec![2, 4, 5]);
+    let human = offline(&dir, &["dlq", "ls"]).expect(0);
+    assert!(human.stdout.contains("dead (rejected)") && human.stdout.contains("ledger says no"), "{human:?}");
+
+    let refused = offline(&dir, &["dlq", "drop", "2"]).expect(2);
+    assert!(refused.stderr.contains("--yes"), "{refused:?}");
+    assert_eq!(offline(&dir, &["--json", "dlq", "ls"]).expect(0).seqs(), vec![2, 4, 5], "nothing dropped without --yes");
+
+    let dropped = offline(&dir, &["dlq", "drop", "2", "--yes"]).expect(0);
+    assert!(dropped.stdout.contains("dropped dead letter 2 (id ev-2)"), "{dropped:?}");
+    assert!(dropped.stderr.contains("WARN") && dropped.stderr.contains("dead letter dropped"), "{dropped:?}");
+    offline(&dir, &["show", "2"]).expect(1);
+    // Not a dead letter: pending records are never dropped.
+    offline(&dir, &["dlq", "drop", "1", "--yes"]).expect(1);
+    offline(&dir, &["show", "1"]).expect(0);
+
+    offline(&dir, &["dlq", "retry", "ev-4"]).expect(0);
+    let r = offline(&dir, &["--json", "show", "4"]).expect(0).json();
+    assert_eq!((r["state"].as_str(), r["attempts"].as_u64()), (Some("pending"), Some(0)));
+    offline(&dir, &["dlq", "retry", "1"]).expect(1);
+    let all = offline(&dir, &["--json", "dlq", "retry", "--all"]).expect(0).json();
+    assert_eq!(all["requeued"], json!([5]));
+    assert_eq!(offline(&dir, &["--json", "dlq", "ls"]).expect(0).seqs(), Vec::<u64>::new());
+    offline(&dir, &["dlq", "retry"]).expect(2);
+}
+
+#[tokio::test]
+async fn locked_spool_exits_3_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 1, &[], &[]).await;
+    let held = Spool::open(SpoolConfig::for_dir(&dir)).unwrap();
+    let r = offline(&dir, &["status"]).expect(3);
+    assert!(r.stderr.contains("locked") && r.stderr.contains("spoold is probably running"), "{r:?}");
+    assert!(r.stderr.contains("--socket"), "{r:?}");
+    held.close();
+    drop(held);
+    offline(&dir, &["status"]).expect(0);
+    // No spool at all, and no daemon: also 3.
+    offline(&tmp.path().join("nothing-here"), &["status"]).expect(3);
+    spoolctl(&["--socket", tmp.path().join("no.sock").to_str().unwrap(), "status"]).expect(3);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    spoolctl(&["ls", "--pending", "--dead"]).expect(2);
+    spoolctl(&["show"]).expect(2);
+    spoolctl(&["export"]).expect(2);
+    spoolctl(&["frobnicate"]).expect(2);
+    spoolctl(&["--socket", "/x", "--spool-dir", "/y", "status"]).expect(2);
+    spoolctl(&["--spool-dir", "/nonexistent-spool-dir", "import", "/nonexistent-file"]).expect(2);
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let c = spoolctl(&["completions", shell]).expect(0);
+        for verb in ["status", "export", "import", "verify", "dlq"] {
+            assert!(c.stdout.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let man = spoolctl(&["man"]).expect(0);
+    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH spoolctl"), "not roff: {}", &man.stdout[..200.min(man.stdout.len())]);
+    for word in ["spool\\-dir", "verify", "dlq", "Exit codes"] {
+        assert!(man.stdout.contains(word), "man page lacks {word}");
+    }
+}
+
+fn extra_status() -> admin::ExtraStatus {
+    Arc::new(|| json!({"ledger_up": false, "last_forward_error": "ledger http://127.0.0.1:1: connection refused"}))
+}
+
+/// Runs spoolctl off the async workers so the in-process server keeps serving.
+async fn online(socket: &Path, args: &[&str]) -> Run {
+    let mut all: Vec<String> = vec!["--socket".into(), socket.to_str().unwrap().into()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        spoolctl(&refs)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_verbs_through_the_admin_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 4, &[3], &[]).await;
+    let mut cfg = SpoolConfig::for_dir(&dir);
+    cfg.node_id = "front-1".into();
+    let spool = Spool::open(cfg).unwrap();
+    let socket: PathBuf = tmp.path().join("admin.sock");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn({
+        let (socket, spool) = (socket.clone(), spool.clone());
+        async move { admin::serve_unix(&socket, spool, extra_status(), rx).await }
+    });
+    while !socket.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let s = online(&socket, &["--json", "status"]).await.expect(0).json();
+    assert_eq!((s["pending_events"].as_u64(), s["dead_events"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(s["ledger_up"], false);
+    let human = online(&socket, &["status"]).await.expect(0);
+    assert!(human.stdout.contains("ledger          down"), "{human:?}");
+    assert!(human.stdout.contains("connection refused"), "{human:?}");
+    assert_eq!(online(&socket, &["--json", "ls", "--pending"]).await.expect(0).seqs(), vec![1, 2, 4]);
+    online(&socket, &["verify"]).await.expect(0);
+    online(&socket, &["show", "404"]).await.expect(1);
+
+    // The daemon holds the spool: offline access is refused with exit 3 while online works.
+    offline(&dir, &["status"]).expect(3);
+
+    let file = tmp.path().join("e.jsonl");
+    std::fs::write(&file, serde_json::to_string(&event_json("online-1", 9)).unwrap() + "\n").unwrap();
+    let rep = online(&socket, &["--json", "import", file.to_str().unwrap()]).await.expect(0).json();
+    assert_eq!(rep["accepted"], 1);
+    assert_eq!(spool.lookup("online-1").unwrap().unwrap().node, "front-1");
+
+    online(&socket, &["dlq", "drop", "3"]).await.expect(2);
+    online(&socket, &["dlq", "drop", "3", "--yes"]).await.expect(0);
+    assert!(spool.get(3).unwrap().is_none());
+    assert_eq!(spool.stats().unwrap().dead_events, 0);
+
+    tx.send(true).unwrap();
+    server.await.unwrap().unwrap();
+    online(&socket, &["status"]).await.expect(3);
+}
