@@ -1,2 +1,3 @@
 fn main() {}
 mod spoolctl;
+mod ledger;

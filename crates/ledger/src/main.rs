@@ -1,1 +1,156 @@
-fn main() {}
+//! ledgerd: the reference central ledger. See the `ledger` library docs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use common::http::ServerLimits;
+use ledger::server::{Api, ApiLimits, LedgerMetrics};
+use ledger::store::redact_url;
+use ledger::{AnyStore, Config, Overrides, Store};
+use prometheus_client::registry::Registry;
+
+/// How often the store is probed to keep `ledgerd_store_up` current when no
+/// request touches it.
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(name = "ledgerd", version, about = "offgrid reference central ledger")]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, overrides [listen] addr.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Store URL (sled:///path or postgres://…), overrides [store] url.
+    #[arg(long)]
+    store: Option<String>,
+    /// Tokens file, overrides [auth] tokens_file.
+    #[arg(long)]
+    tokens_file: Option<PathBuf>,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let over = Overrides { listen: cli.listen.clone(), store: cli.store.clone(), tokens_file: cli.tokens_file.clone() };
+    let cfg = match Config::load(cli.config.as_deref(), &over) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ledgerd: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    if cli.check_config {
+        println!("ledgerd: configuration ok (store {}, {} tokens)", redact_url(&cfg.store_url), cfg.tokens.len());
+        return;
+    }
+    common::logging::init(cfg.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ledgerd: start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cfg)) {
+        tracing::error!(error = format!("{e:#}"), "ledgerd failed");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let store = match AnyStore::open(&cfg.store_url) {
+        Ok(s) => s,
+        Err(ledger::StoreError::Config(m)) => {
+            eprintln!("ledgerd: invalid configuration: store.url: {m}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e).context("open store"),
+    };
+    let metrics = LedgerMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let backend = store.backend();
+    let api = Arc::new(Api {
+        store,
+        tokens: cfg.tokens.clone(),
+        roles: cfg.roles.clone(),
+        limits: ApiLimits {
+            body_bytes_max: cfg.body_bytes_max,
+            batch_events_max: cfg.batch_events_max,
+            body_read_timeout: cfg.body_read_timeout,
+        },
+        metrics: metrics.clone(),
+        registry,
+    });
+    match api.store.health().await {
+        Ok(()) => {
+            metrics.store_up.set(1);
+        }
+        Err(e) => {
+            metrics.store_up.set(0);
+            tracing::warn!(error = %e, "store not available yet; answering 503 until it is");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("bind {}", cfg.listen))?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let limits = ServerLimits {
+        connections_max: cfg.connections_max,
+        header_read_timeout: cfg.header_read_timeout,
+        body_read_timeout: cfg.body_read_timeout,
+        ..ServerLimits::default()
+    };
+    tracing::info!(addr = %cfg.listen, store = backend, "ledgerd listening");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let probe_api = Arc::clone(&api);
+    let mut probe_shutdown = shutdown_rx.clone();
+    let probe = tokio::spawn(async move {
+        let mut was_up = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
+                _ = probe_shutdown.changed() => return,
+            }
+            let up = matches!(tokio::time::timeout(Duration::from_secs(2), probe_api.store.health()).await, Ok(Ok(())));
+            probe_api.metrics.store_up.set(i64::from(up));
+            if up != was_up {
+                if up {
+                    tracing::info!("store reachable again");
+                } else {
+                    tracing::warn!("store unreachable");
+                }
+                was_up = up;
+            }
+        }
+    });
+
+    let server = tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = shutdown_tx.send(true);
+    let _ = server.await;
+    let _ = probe.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

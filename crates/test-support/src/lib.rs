@@ -2,6 +2,8 @@
 //! wait for them, kill them with SIGKILL, and (in [`proxy`]) inject network
 //! faults between them. Used by `tests/` and the benchmarks; never by the daemons.
 
+pub mod ledgerd;
 pub mod process;
+pub mod proxy;
 
 pub use process::{bin_path, free_port, wait_http_ok, DaemonProcess};

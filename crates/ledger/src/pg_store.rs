@@ -1,0 +1,479 @@
+//! The PostgreSQL store, for several stateless ledgerd behind a load balancer.
+//!
+//! Schema (migrations in [`MIGRATIONS`], applied at first use under an advisory
+//! lock and recorded in `schema_migrations`):
+//!
+//! ```text
+//! ledger_events(ledger_seq bigint identity primary key, id text UNIQUE,
+//!               digest bytea, node text, node_seq bigint, received_at timestamptz,
+//!               recorded_at timestamptz default now(), payer/payee/recipient text,
+//!               event text  -- canonical JSON)
+//! ```
+//!
+//! A batch is written by ONE statement (one round trip): an
+//! `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO NOTHING RETURNING id,
+//! ledger_seq`. Only when some ids were already there does a second statement
+//! read their digests to tell `duplicate` from `conflict`. Both run in
+//! autocommit: the INSERT is committed (durable, with the default
+//! `synchronous_commit = on`) before its result reaches us, and the SELECT, a new
+//! statement under READ COMMITTED, sees every row a concurrent INSERT of the
+//! same id committed (the unique index makes that INSERT wait for it). So two
+//! ledgerd recording the same id at the same moment give exactly one `accepted`.
+//!
+//! The URL is a libpq-style `postgres://` URL; ledgerd adds one parameter of its
+//! own, `schema=NAME`, to keep its tables in a dedicated schema.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use spool_format::{Event, OffsetDateTime, Uuid};
+use tokio_postgres::NoTls;
+
+use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Store, StoreError, StoreStats, StoredEvent};
+
+/// Connections per ledgerd process. 16: enough to keep a few batches and reads
+/// in flight per core; PostgreSQL's default `max_connections` (100) then allows
+/// about six ledgerd.
+pub const POOL_CONNECTIONS_MAX: usize = 16;
+/// How long a request waits for a connection (or for a new one to be made)
+/// before the store is reported unavailable (503): well under a forwarder's
+/// request timeout (10 s by default).
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Schema migrations, applied in order; never edit one that has shipped.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE ledger_events (
+        ledger_seq  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id          text NOT NULL,
+        digest      bytea NOT NULL,
+        node        text NOT NULL,
+        node_seq    bigint NOT NULL,
+        received_at timestamptz NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        payer       text NOT NULL,
+        payee       text NOT NULL,
+        recipient   text NOT NULL,
+        event       text NOT NULL
+    );
+    CREATE UNIQUE INDEX ledger_events_id ON ledger_events (id);
+    CREATE INDEX ledger_events_payee ON ledger_events (payee, ledger_seq);
+    CREATE INDEX ledger_events_recipient ON ledger_events (recipient, ledger_seq);
+    CREATE INDEX ledger_events_payer ON ledger_events (payer, ledger_seq);",
+)];
+
+/// Key of the advisory lock held while migrating (any constant; "offgrid").
+const MIGRATION_LOCK_KEY: i64 = 0x6f66_6667_7269_64;
+
+const INSERT_SQL: &str = "INSERT INTO ledger_events
+        (id, digest, node, node_seq, received_at, payer, payee, recipient, event)
+    SELECT u.id, u.digest, $1, u.node_seq,
+           timestamptz 'epoch' + u.received_us * interval '1 microsecond',
+           u.payer, u.payee, u.recipient, u.event
+    FROM unnest($2::text[], $3::bytea[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[])
+         WITH ORDINALITY AS u(id, digest, node_seq, received_us, payer, payee, recipient, event, ord)
+    ORDER BY u.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, ledger_seq";
+
+const SELECT_COLUMNS: &str = "ledger_seq, node, node_seq,
+    (extract(epoch from received_at) * 1000000)::int8,
+    (extract(epoch from recorded_at) * 1000000)::int8, digest, event";
+
+/// PostgreSQL store; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    schema: Option<String>,
+    migrated: std::sync::Arc<AtomicBool>,
+    migrate_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+fn pg_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("postgres: {e}"))
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} does not fit a bigint")))
+}
+
+fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is negative")))
+}
+
+/// Splits ledgerd's own `schema=` parameter off a postgres URL.
+fn split_schema(url: &str) -> Result<(String, Option<String>), StoreError> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), None)) };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("schema", v)) => schema = Some(v.to_owned()),
+            _ => rest.push(kv),
+        }
+    }
+    if let Some(s) = &schema {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !s.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(StoreError::Config(format!("schema {s:?}: use 1 to 63 of [a-z0-9_], not starting with a digit")));
+        }
+    }
+    let base = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((base, schema))
+}
+
+fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
+    let ledger_seq: i64 = row.try_get(0).map_err(pg_err)?;
+    let node: String = row.try_get(1).map_err(pg_err)?;
+    let node_seq: i64 = row.try_get(2).map_err(pg_err)?;
+    let received_us: i64 = row.try_get(3).map_err(pg_err)?;
+    let recorded_us: i64 = row.try_get(4).map_err(pg_err)?;
+    let digest: Vec<u8> = row.try_get(5).map_err(pg_err)?;
+    let text: String = row.try_get(6).map_err(pg_err)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("row {ledger_seq}: {e}")))?;
+    let event = Event::from_json_value(&value)
+        .map_err(|e| StoreError::Corrupt(format!("row {ledger_seq}: event invalid: {e}")))?;
+    // Pair assertion: the stored digest must be the digest of the event read back.
+    if event.digest().as_slice() != digest.as_slice() {
+        return Err(StoreError::Corrupt(format!("row {ledger_seq}: digest mismatch")));
+    }
+    Ok(StoredEvent {
+        ledger_seq: to_u64(ledger_seq, "ledger_seq")?,
+        node,
+        node_seq: to_u64(node_seq, "node_seq")?,
+        received_at: from_micros(received_us)?,
+        recorded_at: from_micros(recorded_us)?,
+        event,
+    })
+}
+
+impl PgStore {
+    /// Builds the pool; connects lazily (on first use), so that ledgerd starts
+    /// and reports 503 while PostgreSQL is down, and recovers by itself.
+    pub fn new(url: &str) -> Result<PgStore, StoreError> {
+        let (base, schema) = split_schema(url)?;
+        let mut cfg: tokio_postgres::Config =
+            base.parse().map_err(|e| StoreError::Config(format!("postgres url: {e}")))?;
+        // Connecting to a host that blackholes packets must not hang a request.
+        cfg.connect_timeout(POOL_WAIT_TIMEOUT);
+        if let Some(s) = &schema {
+            cfg.options(format!("-c search_path={s}"));
+        }
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(POOL_CONNECTIONS_MAX)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(POOL_WAIT_TIMEOUT))
+            .recycle_timeout(Some(POOL_WAIT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Config(format!("postgres pool: {e}")))?;
+        Ok(PgStore {
+            pool,
+            schema,
+            migrated: std::sync::Arc::new(AtomicBool::new(false)),
+            migrate_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The schema named by the URL's `schema=` parameter, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        let client = self.pool.get().await.map_err(pg_err)?;
+        if !self.migrated.load(Ordering::Acquire) {
+            self.migrate(&client).await?;
+        }
+        Ok(client)
+    }
+
+    /// Applies missing migrations, under an advisory lock so that several
+    /// ledgerd starting together do not race.
+    async fn migrate(&self, client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+        let _g = self.migrate_lock.lock().await;
+        if self.migrated.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        client.batch_execute("BEGIN").await.map_err(pg_err)?;
+        let result = async {
+            client.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(pg_err)?;
+            if let Some(s) = &self.schema {
+                client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}")).await.map_err(pg_err)?;
+            }
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (
+                        version integer PRIMARY KEY,
+                        applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(pg_err)?;
+            let rows = client.query("SELECT version FROM schema_migrations", &[]).await.map_err(pg_err)?;
+            let done: Vec<i32> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+            for (version, sql) in MIGRATIONS {
+                if done.contains(version) {
+                    continue;
+                }
+                tracing::info!(version, "applying ledger schema migration");
+                client.batch_execute(sql).await.map_err(pg_err)?;
+                client
+                    .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+                    .await
+                    .map_err(pg_err)?;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                client.batch_execute("COMMIT").await.map_err(pg_err)?;
+                self.migrated.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the store's schema (tests clean up with this). Refuses without a
+    /// `schema=` parameter, so it can never drop the default schema.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let Some(s) = &self.schema else {
+            return Err(StoreError::Config("drop_schema needs a schema= parameter".into()));
+        };
+        let client = self.pool.get().await.map_err(pg_err)?;
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE")).await.map_err(pg_err)?;
+        self.migrated.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Store for PgStore {
+    async fn record_batch(&self, node: &str, events: Vec<IncomingEvent>) -> Result<Vec<Outcome>, StoreError> {
+        let digests: Vec<[u8; 32]> = events.iter().map(|e| e.event.digest()).collect();
+        // First entry of each distinct id goes to the INSERT; later ones are
+        // judged against whatever the store holds afterwards.
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let (mut ids, mut dig, mut seqs, mut recv, mut payer, mut payee, mut recipient, mut body) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, ev) in events.iter().enumerate() {
+            let e = &ev.event;
+            if first.contains_key(e.id.as_str()) {
+                continue;
+            }
+            first.insert(e.id.as_str(), i);
+            ids.push(e.id.clone());
+            dig.push(digests[i].to_vec());
+            seqs.push(to_i64(ev.node_seq, "node_seq")?);
+            recv.push(micros(ev.received_at));
+            payer.push(e.payer.to_string());
+            payee.push(e.payee.to_string());
+            recipient.push(e.recipient.to_string());
+            body.push(serde_json::to_string(&e.to_json_value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(INSERT_SQL).await.map_err(pg_err)?;
+        let node = node.to_owned();
+        let rows = client
+            .query(&stmt, &[&node, &ids, &dig, &seqs, &recv, &payer, &payee, &recipient, &body])
+            .await
+            .map_err(pg_err)?;
+        let mut stored: HashMap<String, ([u8; 32], u64)> = HashMap::new();
+        let mut created_ids: HashMap<String, ()> = HashMap::new();
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(pg_err)?;
+            let seq: i64 = r.try_get(1).map_err(pg_err)?;
+            let i = *first
+                .get(id.as_str())
+                .ok_or_else(|| StoreError::Corrupt(format!("insert returned unknown id {id:?}")))?;
+            stored.insert(id.clone(), (digests[i], to_u64(seq, "ledger_seq")?));
+            created_ids.insert(id, ());
+        }
+        let missing: Vec<String> = ids.iter().filter(|id| !stored.contains_key(id.as_str())).cloned().collect();
+        if !missing.is_empty() {
+            let stmt = client
+                .prepare_cached("SELECT id, digest, ledger_seq FROM ledger_events WHERE id = ANY($1)")
+                .await
+                .map_err(pg_err)?;
+            for r in client.query(&stmt, &[&missing]).await.map_err(pg_err)? {
+                let id: String = r.try_get(0).map_err(pg_err)?;
+                let d: Vec<u8> = r.try_get(1).map_err(pg_err)?;
+                let seq: i64 = r.try_get(2).map_err(pg_err)?;
+                let d: [u8; 32] = d
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("digest of {id:?} is not 32 bytes")))?;
+                stored.insert(id, (d, to_u64(seq, "ledger_seq")?));
+            }
+        }
+        outcomes(
+            &digests,
+            |i| stored.get(events[i].event.id.as_str()).copied(),
+            |i| {
+                let id = events[i].event.id.as_str();
+                created_ids.contains_key(id) && first.get(id) == Some(&i)
+            },
+        )
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {SELECT_COLUMNS} FROM ledger_events WHERE id = $1");
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        match client.query_opt(&stmt, &[&id]).await.map_err(pg_err)? {
+            None => Ok(None),
+            Some(r) => Ok(Some(row_to_event(&r)?)),
+        }
+    }
+
+    async fn query(&self, f: Filter) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM ledger_events
+             WHERE ($1::text IS NULL OR payee = $1)
+               AND ($2::text IS NULL OR recipient = $2)
+               AND ($3::text IS NULL OR payer = $3)
+               AND ($4::int8 IS NULL OR recorded_at >= timestamptz 'epoch' + $4 * interval '1 microsecond')
+               AND ledger_seq > $5
+             ORDER BY ledger_seq LIMIT $6"
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let s = |u: Option<Uuid>| u.map(|u| u.to_string());
+        let since = f.since.map(micros);
+        let after = to_i64(f.after, "after")?;
+        let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&s(f.payee), &s(f.recipient), &s(f.payer), &since, &after, &limit])
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let client = self.client().await?;
+        let r = client
+            .query_one("SELECT count(*)::int8, coalesce(max(ledger_seq), 0)::int8 FROM ledger_events", &[])
+            .await
+            .map_err(pg_err)?;
+        let events: i64 = r.try_get(0).map_err(pg_err)?;
+        let max: i64 = r.try_get(1).map_err(pg_err)?;
+        Ok(StoreStats { backend: "postgres", events: to_u64(events, "count")?, ledger_seq_max: to_u64(max, "ledger_seq")? })
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_split_and_checked() {
+        let (b, s) = split_schema("postgres://u@h/db?schema=t_1&sslmode=disable").expect("ok");
+        assert_eq!(b, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(s.as_deref(), Some("t_1"));
+        assert_eq!(split_schema("postgres://u@h/db").expect("ok"), ("postgres://u@h/db".to_owned(), None));
+        assert!(split_schema("postgres://u@h/db?schema=x;drop").is_err());
+        assert!(split_schema("postgres://u@h/db?schema=1x").is_err());
+    }
+
+    fn event(id: &str, amount: u64) -> Event {
+        Event::from_json_value(&serde_json::json!({
+            "id": id, "kind": "gift", "amount": amount, "currency": "L$",
+            "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+            "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+            "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+            "occurred_at": "2026-11-24T12:00:00Z"
+        }))
+        .expect("valid event")
+    }
+
+    /// A store in a fresh schema of the test database. The database must be
+    /// reachable (`OFFGRID_PG_URL`, default the local `test` database): the
+    /// PostgreSQL store is part of the product, so its tests are not optional.
+    pub(crate) fn test_url(tag: &str) -> String {
+        let base = std::env::var("OFFGRID_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}schema=t_{tag}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_database_record_each_id_once() {
+        let url = test_url("pg2");
+        let a = PgStore::new(&url).expect("store a");
+        let b = PgStore::new(&url).expect("store b");
+        a.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
+        let ids: Vec<String> = (0..200).map(|i| format!("ev-{i}")).collect();
+        let batch = |node_seq: u64| {
+            ids.iter().map(|id| IncomingEvent { node_seq, received_at: OffsetDateTime::now_utc(), event: event(id, 5) }).collect::<Vec<_>>()
+        };
+        let (ra, rb) = tokio::join!(a.record_batch("n1", batch(1)), b.record_batch("n2", batch(2)));
+        let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+        for (i, (x, y)) in ra.iter().zip(&rb).enumerate() {
+            match (x, y) {
+                (Outcome::Accepted { ledger_seq: s1 }, Outcome::Duplicate { ledger_seq: s2 })
+                | (Outcome::Duplicate { ledger_seq: s2 }, Outcome::Accepted { ledger_seq: s1 }) => assert_eq!(s1, s2),
+                other => panic!("id {i}: want one accepted and one duplicate, got {other:?}"),
+            }
+        }
+        // Same id, different event: conflict, nothing changes. Repeats inside a batch.
+        let r = b
+            .record_batch("n2", vec![
+                IncomingEvent { node_seq: 9, received_at: OffsetDateTime::now_utc(), event: event("ev-0", 6) },
+                IncomingEvent { node_seq: 10, received_at: OffsetDateTime::now_utc(), event: event("new-1", 1) },
+                IncomingEvent { node_seq: 11, received_at: OffsetDateTime::now_utc(), event: event("new-1", 1) },
+                IncomingEvent { node_seq: 12, received_at: OffsetDateTime::now_utc(), event: event("new-1", 2) },
+            ])
+            .await
+            .expect("batch");
+        assert!(matches!(r[0], Outcome::Conflict { .. }), "{r:?}");
+        let Outcome::Accepted { ledger_seq } = r[1] else { panic!("{r:?}") };
+        assert_eq!(r[2], Outcome::Duplicate { ledger_seq });
+        assert_eq!(r[3], Outcome::Conflict { ledger_seq });
+        let st = a.stats().await.expect("stats");
+        assert_eq!(st.events, 201);
+        let got = a.get("ev-0").await.expect("get").expect("present");
+        assert_eq!(got.event.amount, 5, "a conflict never overwrites");
+        let q = a
+            .query(Filter { recipient: Uuid::parse_str("4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0").ok(), limit: 1000, ..Filter::default() })
+            .await
+            .expect("query");
+        assert_eq!(q.len(), 201);
+        assert!(q.windows(2).all(|w| w[0].ledger_seq < w[1].ledger_seq));
+        let q = a.query(Filter { payer: Some(Uuid::nil()), limit: 10, ..Filter::default() }).await.expect("query");
+        assert!(q.is_empty());
+        a.drop_schema().await.expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn unreachable_database_is_unavailable_not_a_hang() {
+        let s = PgStore::new("postgres://postgres@127.0.0.1:1/test").expect("store");
+        let r = s.record_batch("n", vec![IncomingEvent { node_seq: 1, received_at: OffsetDateTime::now_utc(), event: event("x", 1) }]).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(s.health().await.is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! ledgerd over HTTP, as a real process: batch intake (per-event results,
+//! idempotency across nodes), roles on reads, durability across SIGKILL, and
+//! 503 while the PostgreSQL store is unreachable.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use test_support::ledgerd::{Ledgerd, ADMIN_TOKEN, MERCHANT_PAYEE, MERCHANT_TOKEN, NODE_TOKEN};
+
+const OTHER_PAYEE: &str = "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0";
+
+fn event(id: &str, amount: u64, payee: &str) -> Value {
+    json!({
+        "id": id, "kind": "purchase", "amount": amount, "currency": "L$",
+        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d", "payee": payee,
+        "occurred_at": "2026-11-24T12:00:00Z", "item": "Mesh Sofa"
+    })
+}
+
+fn entry(seq: u64, ev: Value) -> Value {
+    json!({"seq": seq, "received_at": "2026-11-24T12:00:01Z", "event": ev})
+}
+
+async fn post(l: &Ledgerd, token: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/batches", l.url))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("post batch");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(l: &Ledgerd, token: Option<&str>, path: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", l.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("get");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn statuses(body: &Value) -> Vec<String> {
+    body["results"]
+        .as_array()
+        .expect("results array")
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn ledger_batches_are_idempotent_with_per_event_results() {
+    let l = Ledgerd::start().await.expect("start ledgerd");
+    let mut bad = event("bad-1", 1, MERCHANT_PAYEE);
+    bad["amount"] = json!(2.5);
+    let body = json!({"node": "front-1", "events": [
+        entry(1, event("a-1", 100, MERCHANT_PAYEE)),
+        entry(2, bad),
+        entry(3, event("a-2", 200, OTHER_PAYEE)),
+        entry(4, event("a-1", 100, MERCHANT_PAYEE)),
+        json!({"seq": 5, "event": event("a-3", 1, MERCHANT_PAYEE)}),
+    ]});
+    let (s, r) = post(&l, NODE_TOKEN, &body).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(statuses(&r), ["accepted", "rejected", "accepted", "duplicate", "rejected"]);
+    assert_eq!(r["results"][1]["id"], "bad-1");
+    assert_eq!(r["results"][1]["error"]["field"], "amount");
+    assert_eq!(r["results"][4]["error"]["field"], "received_at");
+    assert_eq!(r["results"][0]["ledger_seq"], r["results"][3]["ledger_seq"]);
+
+    // Another node forwards the same event (duplicate) and a different one under
+    // an existing id (conflict); neither changes what is stored.
+    let body = json!({"node": "front-2", "events": [
+        entry(7, event("a-2", 200, OTHER_PAYEE)),
+        entry(8, event("a-1", 999, MERCHANT_PAYEE)),
+    ]});
+    let (s, r) = post(&l, ADMIN_TOKEN, &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(statuses(&r), ["duplicate", "conflict"]);
+    assert_eq!(r["results"][1]["error"]["code"], "id_conflict");
+    let stored = l.get_event("a-1").await.expect("get").expect("stored");
+    assert_eq!(stored["event"]["amount"], 100);
+    assert_eq!(stored["node"], "front-1");
+    assert_eq!(stored["node_seq"], 1);
+
+    // Whole-batch refusals.
+    let (s, _) = post(&l, NODE_TOKEN, &json!({"node": "front-1"})).await;
+    assert_eq!(s, 400, "missing events");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/batches", l.url))
+        .bearer_auth(NODE_TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 415);
+    let (s, _) = post(&l, "not-a-token-at-all", &json!({"node": "x", "events": []})).await;
+    assert_eq!(s, 401);
+    let (s, _) = post(&l, MERCHANT_TOKEN, &json!({"node": "x", "events": []})).await;
+    assert_eq!(s, 403, "merchants cannot post batches");
+
+    let (s, st) = get(&l, Some(ADMIN_TOKEN), "/v1/stats").await;
+    assert_eq!((s, st["events"].as_u64()), (200, Some(2)));
+    let m = reqwest::get(format!("{}/metrics", l.url)).await.expect("metrics").text().await.expect("text");
+    assert!(m.contains("ledgerd_events_total{status=\"accepted\"} 2"), "{m}");
+    assert!(m.contains("ledgerd_events_total{status=\"rejected\"} 2"), "{m}");
+    assert!(m.contains("ledgerd_store_up 1"), "{m}");
+    assert!(m.contains("ledgerd_batch_duration_seconds_count"), "{m}");
+}
+
+#[tokio::test]
+async fn ledger_reads_respect_roles_and_never_leak_existence() {
+    let l = Ledgerd::start().await.expect("start ledgerd");
+    let body = json!({"node": "front-1", "events": [
+        entry(1, event("mine-1", 1, MERCHANT_PAYEE)),
+        entry(2, event("theirs-1", 2, OTHER_PAYEE)),
+        entry(3, event("mine-2", 3, MERCHANT_PAYEE)),
+    ]});
+    assert_eq!(post(&l, NODE_TOKEN, &body).await.0, 200);
+
+    let check = |token: Option<&'static str>, path: &'static str, want: u16| {
+        let l = &l;
+        async move {
+            let (s, b) = get(l, token, path).await;
+            assert_eq!(s, want, "GET {path} with {token:?}: {b}");
+            b
+        }
+    };
+    check(None, "/v1/events/mine-1", 401).await;
+    check(Some("wrong-token-0123456789abc"), "/v1/events/mine-1", 401).await;
+    check(Some(NODE_TOKEN), "/v1/events/mine-1", 403).await;
+    check(Some(NODE_TOKEN), "/v1/events", 403).await;
+    check(Some(NODE_TOKEN), "/v1/stats", 403).await;
+    check(Some(MERCHANT_TOKEN), "/v1/stats", 403).await;
+    let b = check(Some(MERCHANT_TOKEN), "/v1/events/mine-1", 200).await;
+    assert_eq!(b["event"]["payee"], MERCHANT_PAYEE);
+    // Another payee's event and an unknown id look the same: 404.
+    let other = check(Some(MERCHANT_TOKEN), "/v1/events/theirs-1", 404).await;
+    let unknown = check(Some(MERCHANT_TOKEN), "/v1/events/nope", 404).await;
+    assert_eq!(other, unknown);
+    check(Some(ADMIN_TOKEN), "/v1/events/theirs-1", 200).await;
+
+    let b = check(Some(MERCHANT_TOKEN), "/v1/events", 200).await;
+    let ids: Vec<&str> = b["events"].as_array().expect("events").iter().filter_map(|e| e["event"]["id"].as_str()).collect();
+    assert_eq!(ids, ["mine-1", "mine-2"], "a merchant lists only its own payee");
+    let b = check(Some(MERCHANT_TOKEN), "/v1/events?payer=9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d&limit=1", 200).await;
+    assert_eq!(b["events"].as_array().map(Vec::len), Some(1));
+    assert!(b["next_after"].as_u64().is_some(), "a full page carries a cursor");
+    check(Some(MERCHANT_TOKEN), "/v1/events?payee=4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0", 404).await;
+    let b = check(Some(ADMIN_TOKEN), "/v1/events?payee=4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0", 200).await;
+    assert_eq!(b["events"].as_array().map(Vec::len), Some(1));
+    check(Some(ADMIN_TOKEN), "/v1/events?payee=not-a-uuid", 400).await;
+    check(Some(ADMIN_TOKEN), "/v1/events?limit=100000", 400).await;
+    let b = check(Some(ADMIN_TOKEN), "/v1/events?since=2999-01-01T00:00:00Z", 200).await;
+    assert_eq!(b["events"].as_array().map(Vec::len), Some(0));
+    assert_eq!(l.all_events().await.expect("all").len(), 3);
+}
+
+#[tokio::test]
+async fn ledger_answers_are_durable_across_sigkill() {
+    let mut l = Ledgerd::start().await.expect("start ledgerd");
+    let events: Vec<Value> = (0..300).map(|i| entry(i, event(&format!("k-{i}"), i + 1, MERCHANT_PAYEE))).collect();
+    let (s, r) = post(&l, NODE_TOKEN, &json!({"node": "front-1", "events": events})).await;
+    assert_eq!(s, 200);
+    assert!(statuses(&r).iter().all(|s| s == "accepted"));
+    l.kill9();
+    l.spawn().await.expect("restart");
+    let all = l.all_events().await.expect("all");
+    assert_eq!(all.len(), 300, "every acknowledged event survives SIGKILL");
+    let (s, r) = post(&l, NODE_TOKEN, &json!({"node": "front-1", "events": [entry(0, event("k-0", 1, MERCHANT_PAYEE))]})).await;
+    assert_eq!((s, statuses(&r)), (200, vec!["duplicate".to_owned()]));
+    let status = l.terminate().expect("sigterm");
+    assert!(status.success(), "graceful exit: {status:?}\n{}", l.log());
+}
+
+#[tokio::test]
+async fn ledger_on_unreachable_postgres_answers_503_and_ledger_on_postgres_works() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 1: the store is down from the start.
+    let down = Ledgerd::start_with(tmp.path(), "postgres://postgres@127.0.0.1:1/test", test_support::free_port())
+        .await
+        .expect("ledgerd starts even with its database down");
+    let (s, _) = post(&down, NODE_TOKEN, &json!({"node": "n", "events": [entry(1, event("p-1", 1, MERCHANT_PAYEE))]})).await;
+    assert_eq!(s, 503);
+    let r = reqwest::get(format!("{}/readyz", down.url)).await.expect("readyz");
+    assert_eq!(r.status().as_u16(), 503);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/batches", down.url))
+        .bearer_auth(NODE_TOKEN)
+        .json(&json!({"node": "n", "events": [entry(1, event("p-1", 1, MERCHANT_PAYEE))]}))
+        .send()
+        .await
+        .expect("post");
+    assert!(r.headers().get("retry-after").is_some(), "503 carries Retry-After");
+    drop(down);
+
+    let base = std::env::var("OFFGRID_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("it_ledger_{}", std::process::id());
+    let url = format!("{base}?schema={schema}");
+    let dir2 = tmp.path().join("pg");
+    let l = Ledgerd::start_with(&dir2, &url, test_support::free_port()).await.expect("start on postgres");
+    test_support::wait_http_ok(&format!("{}/readyz", l.url), Duration::from_secs(10)).await.expect("ready");
+    let (s, r) = post(&l, NODE_TOKEN, &json!({"node": "n", "events": [entry(1, event("p-1", 1, MERCHANT_PAYEE)), entry(2, event("p-1", 1, MERCHANT_PAYEE))]})).await;
+    assert_eq!((s, statuses(&r)), (200, vec!["accepted".to_owned(), "duplicate".to_owned()]));
+    assert!(l.get_event("p-1").await.expect("get").is_some());
+    drop(l);
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("cleanup");
+}
