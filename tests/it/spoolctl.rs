@@ -367,7 +367,92 @@ async fn online_verbs_through_the_admin_socket() {
     assert!(spool.get(3).unwrap().is_none());
     assert_eq!(spool.stats().unwrap().dead_events, 0);
 
+    // tail -f prints the newest record, then follows new ones as they come.
+    let mut child = Command::new(test_support::bin_path("spoolctl"))
+        .args(["--socket", socket.to_str().unwrap(), "--json", "tail", "-f", "-n", "1", "--interval", "50ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_seq = |line: Option<String>| -> u64 {
+        let v: Value = serde_json::from_str(&line.expect("tail -f line")).unwrap();
+        v["seq"].as_u64().unwrap()
+    };
+    let wait = std::time::Duration::from_secs(20);
+    assert_eq!(next_seq(tokio::time::timeout(wait, line_rx.recv()).await.unwrap()), 5);
+    spool.append(Event::from_json_value(&event_json("followed-1", 1)).unwrap()).await.unwrap();
+    assert_eq!(next_seq(tokio::time::timeout(wait, line_rx.recv()).await.unwrap()), 6);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
     tx.send(true).unwrap();
     server.await.unwrap().unwrap();
     online(&socket, &["status"]).await.expect(3);
+}
+
+/// The real daemon: spoolctl reaches spoold's admin socket, sees what was
+/// ingested over HTTP, and the spool directory is refused while spoold runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_against_a_running_spoold() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("spoold.tokens");
+    std::fs::write(&tokens, "ops:spoolctl-test-secret-0123456789\n").unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = tmp.path().join("run/admin.sock");
+    let dir = tmp.path().join("spool");
+    let port = test_support::free_port();
+    let args: Vec<String> = [
+        "--listen", &format!("127.0.0.1:{port}"),
+        "--admin-socket", socket.to_str().unwrap(),
+        "--spool-dir", dir.to_str().unwrap(),
+        "--tokens-file", tokens.to_str().unwrap(),
+        "--node-id", "front-7",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut daemon = test_support::DaemonProcess::spawn("spoold", &args, &tmp.path().join("spoold.log")).unwrap();
+    test_support::wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for i in 1..=3 {
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/v1/events"))
+            .bearer_auth("spoolctl-test-secret-0123456789")
+            .json(&event_json(&format!("live-{i}"), 10 * i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "admin socket mode");
+
+    let s = online(&socket, &["--json", "status"]).await.expect(0).json();
+    assert_eq!((s["pending_events"].as_u64(), s["node_id"].as_str()), (Some(3), Some("front-7")));
+    assert_eq!(online(&socket, &["--json", "ls", "--pending"]).await.expect(0).seqs(), vec![1, 2, 3]);
+    let r = online(&socket, &["--json", "show", "live-2"]).await.expect(0).json();
+    assert_eq!((r["seq"].as_u64(), r["event"]["amount"].as_u64()), (Some(2), Some(20)));
+    online(&socket, &["verify"]).await.expect(0);
+    let locked = offline(&dir, &["status"]).expect(3);
+    assert!(locked.stderr.contains("spoold is probably running"), "{locked:?}");
+
+    let status = daemon.terminate(std::time::Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "spoold exit: {status:?}");
+    assert!(!socket.exists(), "spoold removes its admin socket at shutdown");
+    online(&socket, &["status"]).await.expect(3);
+    // Stopped: the same spool now opens offline, with everything in it.
+    let s = offline(&dir, &["--json", "status"]).expect(0).json();
+    assert_eq!(s["pending_events"], 3);
 }

@@ -13,6 +13,12 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whole seconds, UTC: what a table column needs.
+fn short_time(t: OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&f).unwrap_or_else(|_| t.to_string())
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
@@ -71,11 +77,15 @@ pub fn print_status(s: &StatusData, mode: &str) {
         (Some(at), Some(secs)) => println!("{:<16}{at} ({} ago)", "oldest pending", age(secs)),
         _ => println!("{:<16}none", "oldest pending"),
     }
+    let offline = extra_str("mode").as_deref() == Some("offline");
+    let forwarding = s.extra.get("forwarding").and_then(|v| v.as_bool());
     let ledger = match (s.extra.get("ledger_up").and_then(|v| v.as_bool()), extra_str("ledger_state")) {
         (_, Some(state)) => state,
         (Some(true), None) => "up".into(),
         (Some(false), None) => "down".into(),
-        (None, None) => "unknown (offline: the daemon is not running)".into(),
+        (None, None) if offline => "unknown (offline: the daemon is not running)".into(),
+        (None, None) if forwarding == Some(false) => "forwarding off (no ledger.urls configured)".into(),
+        (None, None) => "unknown (no forward attempt yet)".into(),
     };
     println!("{:<16}{ledger}", "ledger");
     println!("{:<16}{}", "last error", extra_str("last_forward_error").unwrap_or_else(|| "none".into()));
@@ -142,7 +152,7 @@ pub fn print_rows(records: &[Record], header: bool) -> anyhow::Result<()> {
             r.seq,
             state_text(&r.state),
             r.attempts,
-            rfc3339(r.received_at),
+            short_time(r.received_at),
             r.event.kind.as_str(),
             r.event.amount,
             r.event.currency,
