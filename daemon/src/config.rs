@@ -70,6 +70,8 @@ impl ConfigError {
 
 /// Loopback: a fresh, unconfigured spoold exposes nothing to the network.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// Where systemd's `RuntimeDirectory=spoold` puts it, and where spoolctl looks.
+const DEFAULT_ADMIN_SOCKET: &str = "/run/spoold/admin.sock";
 /// Relative, so that a zero-config local run works from any checkout.
 const DEFAULT_SPOOL_DIR: &str = "./data/spoold";
 /// 10 GiB: days of a busy region's payments at ~400 bytes an event.
@@ -292,15 +294,18 @@ impl Config {
         let listen_addr: SocketAddr = listen.trim().parse().map_err(|e| {
             ConfigError::new(listen_key, format!("{listen:?} is not an address like 127.0.0.1:8700: {e}"))
         })?;
-        let admin_socket = args.admin_socket.clone().or(raw.listen.admin_socket);
+        // Default: the systemd RuntimeDirectory path spoolctl looks at first.
+        // An empty string turns the admin socket off.
+        let admin_key = if args.admin_socket.is_some() { "--admin-socket" } else { "listen.admin_socket" };
+        let admin_socket = match args.admin_socket.clone().or(raw.listen.admin_socket) {
+            None => Some(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p),
+        };
         if let Some(p) = &admin_socket {
-            let key = if args.admin_socket.is_some() { "--admin-socket" } else { "listen.admin_socket" };
-            if p.as_os_str().is_empty() {
-                return Err(ConfigError::new(key, "must not be empty"));
-            }
             // sun_path is 108 bytes on Linux, including the terminating NUL.
             if p.as_os_str().len() > 107 {
-                return Err(ConfigError::new(key, "longer than the 107 bytes a Unix socket path may have"));
+                return Err(ConfigError::new(admin_key, "longer than the 107 bytes a Unix socket path may have"));
             }
         }
 

@@ -136,10 +136,30 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(urls = ?cfg.ledger.urls, "forwarder not built into this spoold yet; events accumulate in the spool");
     }
 
-    // ADMIN: call site for `crates/admin`'s socket server (for spoolctl) once it
-    // exists: `admin::serve_unix(path, spool.clone(), status_fn, shutdown_rx.clone())`.
-    if let Some(path) = &cfg.admin_socket {
-        tracing::warn!(path = %path.display(), "admin socket not built into this spoold yet");
+    // The admin socket for spoolctl. A failure here is logged, not fatal:
+    // ingest matters more than the operator's tool.
+    if let Some(path) = cfg.admin_socket.clone() {
+        let extra: admin::ExtraStatus = {
+            let fwd = Arc::clone(&forward_state);
+            let node_id = cfg.node_id.clone();
+            let forwarding = !cfg.ledger.urls.is_empty();
+            Arc::new(move || {
+                let s = fwd.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+                serde_json::json!({
+                    "node_id": node_id,
+                    "forwarding": forwarding,
+                    "ledger_up": s.ledger_up,
+                    "last_forward_error": s.last_error,
+                })
+            })
+        };
+        let spool = spool.clone();
+        let shutdown = shutdown_rx.clone();
+        background.spawn(async move {
+            if let Err(e) = admin::serve_unix(&path, spool, extra, shutdown).await {
+                tracing::error!(path = %path.display(), error = %e, "admin socket failed; spoolctl cannot reach this daemon");
+            }
+        });
     }
 
     let mut watchdog_usec = 0u64;

@@ -1,3 +1,4 @@
 fn main() {}
 mod spoolctl;
 mod ledger;
+mod ingest;

@@ -5,5 +5,6 @@
 pub mod ledgerd;
 pub mod process;
 pub mod proxy;
+pub mod spoold;
 
 pub use process::{bin_path, free_port, wait_http_ok, DaemonProcess};

@@ -1,0 +1,160 @@
+//! A real `spoold` for tests: writes a config and a tokens file into a temp
+//! dir, starts the binary on a free loopback port, waits for `/readyz`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::process::{free_port, wait_http_ok, DaemonProcess};
+
+/// The bearer secret every test spoold accepts (token name `test-client`).
+pub const TEST_TOKEN: &str = "test-secret-0123456789abcdef";
+/// A second valid token, to check that any listed token works.
+pub const TEST_TOKEN_2: &str = "other-secret-0123456789abcdef";
+
+/// What to put in the config besides the basics (node id, listen address,
+/// spool dir, tokens file, admin socket). Each string is one `key = value` line.
+#[derive(Debug, Clone, Default)]
+pub struct SpooldOptions {
+    /// Lines for `[spool]` (besides `dir`).
+    pub spool: Vec<String>,
+    /// Lines for `[limits]`.
+    pub limits: Vec<String>,
+    /// Lines for `[ledger]`.
+    pub ledger: Vec<String>,
+    /// Where the spool lives; default `<tempdir>/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// Extra command-line flags.
+    pub args: Vec<String>,
+}
+
+impl SpooldOptions {
+    pub fn spool(mut self, line: &str) -> Self {
+        self.spool.push(line.to_owned());
+        self
+    }
+
+    pub fn limits(mut self, line: &str) -> Self {
+        self.limits.push(line.to_owned());
+        self
+    }
+}
+
+/// A running spoold and its files. Killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Spoold {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub spool_dir: PathBuf,
+    pub admin_socket: PathBuf,
+    pub log_path: PathBuf,
+    pub process: Option<DaemonProcess>,
+}
+
+impl Spoold {
+    /// Writes the files and starts spoold; returns once `/readyz` answers 200.
+    pub async fn start(opts: SpooldOptions) -> anyhow::Result<Spoold> {
+        let dir = tempfile::Builder::new().prefix("spoold-test").tempdir()?;
+        let port = free_port();
+        let spool_dir = opts.spool_dir.clone().unwrap_or_else(|| dir.path().join("spool"));
+        let tokens = dir.path().join("spoold.tokens");
+        std::fs::write(&tokens, format!("# test tokens\ntest-client:{TEST_TOKEN}\nother:{TEST_TOKEN_2}\n"))?;
+        let admin_socket = dir.path().join("admin.sock");
+        let mut text = format!(
+            "node_id = \"test-node\"\n\n[listen]\naddr = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n\n\
+             [auth]\ntokens_file = \"{}\"\n\n[spool]\ndir = \"{}\"\n",
+            admin_socket.display(),
+            tokens.display(),
+            spool_dir.display()
+        );
+        for l in &opts.spool {
+            text.push_str(l);
+            text.push('\n');
+        }
+        for (name, lines) in [("limits", &opts.limits), ("ledger", &opts.ledger)] {
+            if !lines.is_empty() {
+                text.push_str(&format!("\n[{name}]\n"));
+                for l in lines {
+                    text.push_str(l);
+                    text.push('\n');
+                }
+            }
+        }
+        let config_path = dir.path().join("spoold.toml");
+        std::fs::write(&config_path, text)?;
+        let log_path = dir.path().join("spoold.log");
+        let mut s = Spoold {
+            dir,
+            port,
+            config_path,
+            spool_dir,
+            admin_socket,
+            log_path,
+            process: None,
+        };
+        s.spawn_with(&opts.args).await?;
+        Ok(s)
+    }
+
+    async fn spawn_with(&mut self, extra: &[String]) -> anyhow::Result<()> {
+        let mut args = vec!["--config".to_owned(), self.config_path.display().to_string()];
+        args.extend_from_slice(extra);
+        let mut p = DaemonProcess::spawn("spoold", &args, &self.log_path)?;
+        let ready = wait_http_ok(&self.url("/readyz"), Duration::from_secs(30)).await;
+        if let Err(e) = ready {
+            let running = p.is_running();
+            p.kill9();
+            anyhow::bail!("spoold not ready (running: {running}): {e}\n--- log ---\n{}", self.log());
+        }
+        self.process = Some(p);
+        Ok(())
+    }
+
+    /// Starts spoold again with the same config (after a kill or a stop).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut p) = self.process.take() {
+            if p.is_running() {
+                p.kill9();
+            }
+        }
+        self.spawn_with(&[]).await
+    }
+
+    /// `http://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL now.
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            p.kill9();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        match self.process.as_mut() {
+            Some(p) => p.terminate(timeout),
+            None => anyhow::bail!("spoold is not running"),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().map(|p| p.is_running()).unwrap_or(false)
+    }
+
+    /// The daemon's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}

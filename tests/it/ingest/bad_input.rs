@@ -1,0 +1,209 @@
+//! Table of bad requests: each gets the documented status, error code and
+//! field, and nothing reaches the spool (depth and next seq unchanged).
+
+use serde_json::{json, Value};
+use test_support::spoold::{Spoold, SpooldOptions, TEST_TOKEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{client, depth, event, send};
+
+/// Batch limit for this test's daemon, so that "too many" is cheap to build.
+const BATCH_EVENTS_MAX: usize = 10;
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+    field: Option<&'static str>,
+}
+
+fn case(name: &'static str, body: Vec<u8>, status: u16, code: &'static str, field: Option<&'static str>) -> Case {
+    Case { name, method: "POST", path: "/v1/events", content_type: Some("application/json"), body, status, code, field }
+}
+
+/// A valid event with one change, expected to be refused as `invalid_event` on `field`.
+fn bad_field(name: &'static str, field: &'static str, change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Case {
+    let mut ev = event(&format!("bad-{}", name.replace(' ', "-")));
+    if let Value::Object(m) = &mut ev {
+        change(m);
+    }
+    case(name, serde_json::to_vec(&ev).expect("encode"), 400, "invalid_event", Some(field))
+}
+
+fn set(k: &'static str, v: Value) -> impl FnOnce(&mut serde_json::Map<String, Value>) {
+    move |m| {
+        m.insert(k.to_owned(), v);
+    }
+}
+
+fn remove(k: &'static str) -> impl FnOnce(&mut serde_json::Map<String, Value>) {
+    move |m| {
+        m.remove(k);
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let many_attrs: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), Value::String("v".into()))).collect();
+    let batch_too_many: Vec<Value> = (0..=BATCH_EVENTS_MAX).map(|i| event(&format!("many-{i}"))).collect();
+    let mut huge = event("huge");
+    huge["item"] = Value::String("x".repeat(70 * 1024));
+    vec![
+        // Not JSON at all.
+        case("not json", b"hello".to_vec(), 400, "invalid_json", None),
+        case("truncated json", br#"{"id":"#.to_vec(), 400, "invalid_json", None),
+        case("empty body", Vec::new(), 400, "invalid_json", None),
+        case("trailing garbage", br#"{"id":"x"} xx"#.to_vec(), 400, "invalid_json", None),
+        // JSON, but not an event object.
+        case("array instead of object", b"[]".to_vec(), 400, "invalid_event", Some("event")),
+        case("string instead of object", br#""event""#.to_vec(), 400, "invalid_event", Some("event")),
+        case("null body", b"null".to_vec(), 400, "invalid_event", Some("event")),
+        // id
+        bad_field("id missing", "id", remove("id")),
+        bad_field("id empty", "id", set("id", json!(""))),
+        bad_field("id with space", "id", set("id", json!("a b"))),
+        bad_field("id with slash", "id", set("id", json!("a/b"))),
+        bad_field("id 129 bytes", "id", set("id", json!("a".repeat(129)))),
+        bad_field("id number", "id", set("id", json!(42))),
+        bad_field("id non-ascii", "id", set("id", json!("caf\u{e9}"))),
+        // kind
+        bad_field("kind missing", "kind", remove("kind")),
+        bad_field("kind unknown", "kind", set("kind", json!("donation"))),
+        bad_field("kind upper case", "kind", set("kind", json!("PURCHASE"))),
+        // amount
+        bad_field("amount missing", "amount", remove("amount")),
+        bad_field("amount null", "amount", set("amount", Value::Null)),
+        bad_field("amount zero", "amount", set("amount", json!(0))),
+        bad_field("amount negative", "amount", set("amount", json!(-5))),
+        bad_field("amount fractional", "amount", set("amount", json!(250.5))),
+        bad_field("amount float integral", "amount", set("amount", json!(250.0))),
+        bad_field("amount string", "amount", set("amount", json!("250"))),
+        bad_field("amount over max", "amount", set("amount", json!(1_000_000_000_001u64))),
+        // currency
+        bad_field("currency missing", "currency", remove("currency")),
+        bad_field("currency empty", "currency", set("currency", json!(""))),
+        bad_field("currency with space", "currency", set("currency", json!("L $"))),
+        bad_field("currency 9 bytes", "currency", set("currency", json!("ABCDEFGHI"))),
+        // parties
+        bad_field("payer missing", "payer", remove("payer")),
+        bad_field("payer not a uuid", "payer", set("payer", json!("alice"))),
+        bad_field("payer simple uuid form", "payer", set("payer", json!("9c8b7a6d5e4f4a3b2c1d0e9f8a7b6c5d"))),
+        bad_field("payee missing", "payee", remove("payee")),
+        bad_field("payee number", "payee", set("payee", json!(7))),
+        bad_field("recipient bad", "recipient", set("recipient", json!("not-a-uuid-at-all-not-a-uuid-at-all"))),
+        // time
+        bad_field("occurred_at missing", "occurred_at", remove("occurred_at")),
+        bad_field("occurred_at not rfc3339", "occurred_at", set("occurred_at", json!("2026-11-24 12:00"))),
+        bad_field("occurred_at number", "occurred_at", set("occurred_at", json!(1_700_000_000))),
+        // optional strings
+        bad_field("item 257 bytes", "item", set("item", json!("x".repeat(257)))),
+        bad_field("region 129 bytes", "region", set("region", json!("x".repeat(129)))),
+        bad_field("terminal number", "terminal", set("terminal", json!(42))),
+        // attributes
+        bad_field("attributes array", "attributes", set("attributes", json!(["a"]))),
+        bad_field("attribute value number", "attributes", set("attributes", json!({"a": 1}))),
+        bad_field("attributes 33 entries", "attributes", set("attributes", Value::Object(many_attrs))),
+        bad_field("attribute key 65 bytes", "attributes", set("attributes", json!({"k".repeat(65): "v"}))),
+        bad_field("attribute value 1025 bytes", "attributes", set("attributes", json!({"k": "v".repeat(1025)}))),
+        // unknown field
+        bad_field("unknown field", "tip", set("tip", json!(5))),
+        // media type and size
+        Case { content_type: Some("text/plain"), ..case("text/plain", serde_json::to_vec(&event("ct-1")).expect("encode"), 415, "unsupported_media_type", None) },
+        Case { content_type: None, ..case("no content type", serde_json::to_vec(&event("ct-2")).expect("encode"), 415, "unsupported_media_type", None) },
+        Case { content_type: Some("application/jsonx"), ..case("json-ish content type", serde_json::to_vec(&event("ct-3")).expect("encode"), 415, "unsupported_media_type", None) },
+        case("body over 64 KiB", serde_json::to_vec(&huge).expect("encode"), 413, "too_large", None),
+        // batch endpoint, whole-request refusals
+        Case { path: "/v1/events/batch", ..case("batch not json", b"[{".to_vec(), 400, "invalid_json", None) },
+        Case { path: "/v1/events/batch", ..case("batch is an object", serde_json::to_vec(&event("obj")).expect("encode"), 400, "invalid_json", None) },
+        Case { path: "/v1/events/batch", ..case("batch over batch_events_max", serde_json::to_vec(&batch_too_many).expect("encode"), 413, "too_large", None) },
+        Case { path: "/v1/events/batch", content_type: Some("text/csv"), ..case("batch text/csv", b"[]".to_vec(), 415, "unsupported_media_type", None) },
+        // routing
+        Case { method: "GET", ..case("GET /v1/events", Vec::new(), 405, "method_not_allowed", None) },
+        Case { method: "PUT", path: "/v1/events/batch", ..case("PUT batch", Vec::new(), 405, "method_not_allowed", None) },
+        Case { method: "POST", path: "/v1/status", ..case("POST status", Vec::new(), 405, "method_not_allowed", None) },
+        Case { path: "/v1/nope", ..case("unknown v1 route", Vec::new(), 404, "not_found", None) },
+        Case { path: "/nope", ..case("unknown route", Vec::new(), 404, "not_found", None) },
+    ]
+}
+
+#[tokio::test]
+async fn ingest_bad_input_table() {
+    let s = Spoold::start(SpooldOptions::default().limits(&format!("batch_events_max = {BATCH_EVENTS_MAX}")))
+        .await
+        .expect("start spoold");
+    let c = client();
+    // One real event first, so that "unchanged" is about a non-empty spool.
+    let ok = super::post_json(&c, &s, "/v1/events", &event("good-1")).await;
+    assert_eq!(ok.status, 202, "{:?}", ok.body);
+    let before = depth(&c, &s).await;
+    assert_eq!(before.0, 1);
+
+    let cases = cases();
+    assert!(cases.len() >= 40, "the table must hold at least 40 cases, has {}", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");
+        let mut req = c.request(method, s.url(case.path)).bearer_auth(TEST_TOKEN).body(case.body.clone());
+        if let Some(ct) = case.content_type {
+            req = req.header("content-type", ct);
+        }
+        let r = send(req).await.expect("request");
+        let mut problems = Vec::new();
+        if r.status != case.status {
+            problems.push(format!("status {} (want {})", r.status, case.status));
+        }
+        if r.code() != Some(case.code) {
+            problems.push(format!("code {:?} (want {:?})", r.code(), case.code));
+        }
+        if r.field() != case.field {
+            problems.push(format!("field {:?} (want {:?})", r.field(), case.field));
+        }
+        if r.body.pointer("/error/message").and_then(Value::as_str).map(str::is_empty).unwrap_or(true) {
+            problems.push("no error message".into());
+        }
+        let after = depth(&c, &s).await;
+        if after != before {
+            problems.push(format!("spool changed: {before:?} -> {after:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {} (body {})", case.name, problems.join(", "), r.body));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// A chunked body (no Content-Length) over the limit is cut by the streaming
+/// limit, not only by the Content-Length check.
+#[tokio::test]
+async fn ingest_chunked_body_over_limit_is_413() {
+    let s = Spoold::start(SpooldOptions::default()).await.expect("start spoold");
+    let c = client();
+    let before = depth(&c, &s).await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr()).await.expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let chunk = vec![b' '; 8192];
+    // 80 KiB of chunks, over the 64 KiB default; the server may close early.
+    for _ in 0..10 {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(&chunk);
+        frame.extend_from_slice(b"\r\n");
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "want 413, got: {text}");
+    assert!(text.contains("\"too_large\""), "want code too_large, got: {text}");
+    assert_eq!(depth(&c, &s).await, before);
+}
