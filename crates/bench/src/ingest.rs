@@ -1,0 +1,391 @@
+//! `bench ingest`: spoold's HTTP ingest against a bare hyper JSON-echo server,
+//! both measured in the same run, with the same client, on the same machine.
+//!
+//! - single: `connections` keep-alive connections each POST one event at a
+//!   time (unique ids) for `--seconds`; events/s and latency percentiles.
+//! - batch: `--batch-connections` connections POST batches of `--batch-size`
+//!   events; events/s.
+//!
+//! The baseline server runs in a child process (this binary, `ingest
+//! --echo-server PORT`): it reads the body, parses the JSON, serialises it back
+//! — HTTP + JSON cost without validation, the spool or fsync. spoold runs from
+//! the release build next to this binary (`cargo build --release -p spoold`),
+//! with its spool in a temp dir on the same disk as `--dir` (default: the
+//! system temp dir), so every 202 is a real fsync.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// The bearer secret of the benchmark's spoold.
+const BENCH_TOKEN: &str = "bench-secret-0123456789abcdef";
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Concurrent keep-alive connections for the single-event run.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds each measured run lasts (4 runs, plus a short warm-up each).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Events per batch in the batch run (spoold's default `batch_events_max`).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Concurrent connections for the batch run.
+    #[arg(long, default_value_t = 8)]
+    pub batch_connections: usize,
+    /// Directory for spoold's spool (a temp dir is made inside it).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Internal: serve the baseline JSON echo on this loopback port.
+    #[arg(long, hide = true)]
+    pub echo_server: Option<u16>,
+}
+
+pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(port) = args.echo_server {
+        return rt.block_on(echo_server(port));
+    }
+    rt.block_on(bench(args))
+}
+
+// ---------------------------------------------------------------------------
+// The baseline: bare hyper, parse JSON, serialise it back.
+
+async fn echo_server(port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                let (status, out) = match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
+                    Err(_) => (StatusCode::OK, b"{}".to_vec()),
+                };
+                let mut resp = Response::new(Full::new(Bytes::from(out)));
+                *resp.status_mut() = status;
+                Ok::<_, Infallible>(resp)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The client.
+
+struct Target {
+    name: &'static str,
+    addr: String,
+    token: Option<&'static str>,
+}
+
+fn event_json(id: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","kind":"purchase","amount":250,"currency":"L$","payer":"9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d","payee":"2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b","occurred_at":"2026-11-24T12:00:00Z","item":"Mesh Sofa Deluxe (copy/mod)","region":"Casper Isle","terminal":"vendor-42"}}"#
+    )
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: &str) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn post(sender: &mut Sender, t: &Target, path: &str, body: String) -> anyhow::Result<(u16, Bytes)> {
+    let mut req = Request::post(path)
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    if let Some(tok) = t.token {
+        req.headers_mut().insert("authorization", format!("Bearer {tok}").parse()?);
+    }
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// Unique ids across runs and processes of one bench invocation.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn next_id(prefix: &str) -> String {
+    format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+struct SingleResult {
+    events_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+async fn run_single(t: Arc<Target>, conns: usize, dur: Duration) -> anyhow::Result<SingleResult> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..conns {
+        let t = Arc::clone(&t);
+        tasks.spawn(async move {
+            let mut lat = Vec::with_capacity(4096);
+            let mut errors = 0u64;
+            let mut sender = connect(&t.addr).await?;
+            let deadline = Instant::now() + dur;
+            while Instant::now() < deadline {
+                let body = event_json(&next_id(t.name));
+                let t0 = Instant::now();
+                match post(&mut sender, &t, "/v1/events", body).await {
+                    Ok((200 | 202, _)) => lat.push(t0.elapsed()),
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        sender = connect(&t.addr).await?;
+                    }
+                }
+            }
+            anyhow::Ok((lat, errors))
+        });
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (lat, e) = r??;
+        all.extend(lat);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    let pct = |p: f64| -> Duration {
+        if all.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all[i.min(all.len() - 1)]
+    };
+    Ok(SingleResult {
+        events_per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    })
+}
+
+async fn run_batch(t: Arc<Target>, conns: usize, size: usize, dur: Duration) -> anyhow::Result<(f64, u64)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..conns {
+        let t = Arc::clone(&t);
+        tasks.spawn(async move {
+            let mut events = 0u64;
+            let mut errors = 0u64;
+            let mut sender = connect(&t.addr).await?;
+            let deadline = Instant::now() + dur;
+            while Instant::now() < deadline {
+                let items: Vec<String> = (0..size).map(|_| event_json(&next_id(t.name))).collect();
+                let body = format!("[{}]", items.join(","));
+                match post(&mut sender, &t, "/v1/events/batch", body).await {
+                    Ok((200, _)) => events += size as u64,
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        sender = connect(&t.addr).await?;
+                    }
+                }
+            }
+            anyhow::Ok((events, errors))
+        });
+    }
+    let (mut events, mut errors) = (0u64, 0u64);
+    while let Some(r) = tasks.join_next().await {
+        let (n, e) = r??;
+        events += n;
+        errors += e;
+    }
+    Ok((events as f64 / start.elapsed().as_secs_f64(), errors))
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = c.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{url} not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_port(addr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("{addr} not listening within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn bench(args: IngestArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe.parent().context("exe dir")?.to_path_buf();
+    let spoold = bin_dir.join("spoold");
+    if !spoold.exists() {
+        bail!(
+            "{} not found: build it first with the same profile (cargo build --release -p spoold)",
+            spoold.display()
+        );
+    }
+    let base = match &args.dir {
+        Some(d) => tempfile::Builder::new().prefix("bench-ingest").tempdir_in(d)?,
+        None => tempfile::Builder::new().prefix("bench-ingest").tempdir()?,
+    };
+
+    // Baseline echo server.
+    let echo_port = free_port()?;
+    let _echo = Kill(
+        Command::new(&exe)
+            .args(["ingest", "--echo-server", &echo_port.to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("start the echo server")?,
+    );
+    let echo_addr = format!("127.0.0.1:{echo_port}");
+    wait_port(&echo_addr).await?;
+
+    // spoold.
+    let port = free_port()?;
+    let tokens = base.path().join("tokens");
+    std::fs::write(&tokens, format!("bench:{BENCH_TOKEN}\n"))?;
+    let config = base.path().join("spoold.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"bench\"\n[listen]\naddr = \"127.0.0.1:{port}\"\nadmin_socket = \"\"\n\
+             [auth]\ntokens_file = \"{}\"\n[spool]\ndir = \"{}\"\ndisk_free_bytes_min = \"256MiB\"\n\
+             disk_free_inodes_min = 1000\n[limits]\nbatch_events_max = {}\nbatch_body_bytes_max = \"16MiB\"\n",
+            tokens.display(),
+            base.path().join("spool").display(),
+            args.batch_size.max(1000),
+        ),
+    )?;
+    let log = std::fs::File::create(base.path().join("spoold.log"))?;
+    let _spoold = Kill(
+        Command::new(&spoold)
+            .args(["--config", &config.display().to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start spoold")?,
+    );
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await?;
+
+    let echo = Arc::new(Target { name: "echo", addr: echo_addr, token: None });
+    let spool = Arc::new(Target { name: "spoold", addr: format!("127.0.0.1:{port}"), token: Some(BENCH_TOKEN) });
+    let dur = Duration::from_secs(args.seconds.max(1));
+    let warm = Duration::from_millis(500);
+
+    println!(
+        "bench ingest: {} connections single-event, {} connections x {} events batch, {} s per run",
+        args.connections, args.batch_connections, args.batch_size, dur.as_secs()
+    );
+    let mut singles = Vec::new();
+    for t in [&echo, &spool] {
+        run_single(Arc::clone(t), args.connections, warm).await?;
+        let r = run_single(Arc::clone(t), args.connections, dur).await?;
+        println!(
+            "  single {:<7} {:>10.0} ev/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+            t.name,
+            r.events_per_sec,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.errors
+        );
+        singles.push(r);
+    }
+    let mut batches = Vec::new();
+    for t in [&echo, &spool] {
+        run_batch(Arc::clone(t), args.batch_connections, args.batch_size, warm).await?;
+        let (eps, errors) = run_batch(Arc::clone(t), args.batch_connections, args.batch_size, dur).await?;
+        println!("  batch  {:<7} {:>10.0} ev/s  errors {}", t.name, eps, errors);
+        batches.push(eps);
+    }
+
+    let (e, s) = (&singles[0], &singles[1]);
+    println!();
+    println!("| run                          | echo (baseline) | spoold      | spoold/echo |");
+    println!("|------------------------------|-----------------|-------------|-------------|");
+    println!(
+        "| single event, {:>3} conns, ev/s | {:>15.0} | {:>11.0} | {:>10.2}x |",
+        args.connections,
+        e.events_per_sec,
+        s.events_per_sec,
+        s.events_per_sec / e.events_per_sec.max(1.0)
+    );
+    println!(
+        "| single event p99 latency, ms | {:>15.2} | {:>11.2} | {:>10.2}x |",
+        e.p99.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() / e.p99.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "| batch of {:>4}, {:>2} conns, ev/s | {:>15.0} | {:>11.0} | {:>10.2}x |",
+        args.batch_size,
+        args.batch_connections,
+        batches[0],
+        batches[1],
+        batches[1] / batches[0].max(1.0)
+    );
+    println!(
+        "\ngoals: single-event >= 0.60x echo with p99 <= 5 ms at 64 conns; batch >= 250k ev/s (spoold: {:.0})",
+        batches[1]
+    );
+    Ok(())
+}
