@@ -1,1 +1,661 @@
-//! Forwarder (placeholder: being written).
+//! The forwarder: drains a spool to the ledger (SPEC §3, §4) in seq-ordered
+//! batches, retrying every retryable failure forever.
+//!
+//! # How it works
+//! One task ([`spawn`]) reads pending records from a cursor with
+//! [`spool::Spool::read_pending`] (at most `batch_events_max` events and
+//! `batch_bytes_max` bytes per batch) and keeps up to `inflight_batches_max`
+//! batches in flight. Each batch is POSTed to `/v1/batches` and retried until
+//! the ledger answers with per-event results; only then are its records marked
+//! acked (`accepted`/`duplicate`) or dead (`conflict`/`rejected`, with the
+//! ledger's reason). A batch the ledger refuses as a whole (400/413/422) is
+//! bisected ([`policy::WorkQueue`]) until the poison events are isolated; only
+//! those are dead-lettered. The classification and delays are a pure function
+//! ([`policy::decide`]): full jitter over an exponential ceiling, `Retry-After`
+//! as a floor, several ledger URLs tried in turn.
+//!
+//! # Invariants
+//! - **Invariant:** a record leaves the pending state only on the ledger's
+//!   per-event answer for it. No timeout, error or shutdown drops anything:
+//!   an unanswered record stays pending and is sent again (the ledger dedupes).
+//! - **Invariant:** within a batch, events are sent in seq order; batches are
+//!   cut from the pending queue in seq order. With `inflight_batches_max > 1`
+//!   a later batch may be *recorded* before an earlier one that is being
+//!   retried (see docs/ledger.md); with 1, the ledger records in seq order.
+//! - **Invariant:** memory is bounded by `inflight_batches_max ×
+//!   (batch_events_max, batch_bytes_max)`, whatever the backlog.
+//! - **Invariant:** the ledger token is never logged; [`ForwarderConfig`]'s
+//!   `Debug` redacts it.
+
+pub mod policy;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::wire::{BatchResults, LedgerBatch, LedgerBatchEvent, LedgerResult, LedgerStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use spool::Spool;
+use spool_format::{OffsetDateTime, Record};
+use tokio::sync::{watch, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument as _;
+
+use policy::{decide, parse_retry_after, Ceiling, Decision, Reply, RetryKind, WorkQueue};
+
+/// How often an idle forwarder looks for new records when nobody calls
+/// [`ForwarderHandle::wake`]: short enough that an event reaches the ledger
+/// within a fraction of a second, long enough to cost nothing.
+pub const IDLE_POLL_DEFAULT: Duration = Duration::from_millis(200);
+/// How long shutdown waits for batches in flight before abandoning them (they
+/// stay pending and are sent again after the restart).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Longest error text kept for `/v1/status`.
+const LAST_ERROR_BYTES_MAX: usize = 512;
+/// Longest response body read from a ledger, in bytes: a results array for the
+/// largest batch is far smaller; a bigger body is a broken ledger.
+const RESPONSE_BYTES_MAX: usize = 32 << 20;
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Forwarder settings, from the daemon's validated config (`[ledger]`, `[retry]`).
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    /// This node's id, sent as `node` in every batch.
+    pub node_id: String,
+    /// Ledger base URLs (`http://host:port`), tried in turn on failures.
+    pub urls: Vec<String>,
+    /// Bearer token for the ledger.
+    pub token: Secret,
+    /// Most events per batch.
+    pub batch_events_max: usize,
+    /// Most bytes of spool frames per batch (a single bigger record still goes alone).
+    pub batch_bytes_max: usize,
+    /// Most batches awaiting a ledger answer at once.
+    pub inflight_batches_max: usize,
+    /// Whole-request timeout (connect + send + answer).
+    pub request_timeout: Duration,
+    /// First backoff ceiling.
+    pub retry_initial: Duration,
+    /// Largest backoff ceiling.
+    pub retry_max: Duration,
+    /// Poll interval when the spool is empty (see [`IDLE_POLL_DEFAULT`]).
+    pub idle_poll: Duration,
+}
+
+impl ForwarderConfig {
+    /// A config with the SPEC §5 defaults.
+    pub fn new(node_id: impl Into<String>, urls: Vec<String>, token: Secret) -> ForwarderConfig {
+        ForwarderConfig {
+            node_id: node_id.into(),
+            urls,
+            token,
+            batch_events_max: 500,
+            batch_bytes_max: 1 << 20,
+            inflight_batches_max: 4,
+            request_timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+            idle_poll: IDLE_POLL_DEFAULT,
+        }
+    }
+}
+
+/// Errors of [`spawn`].
+#[derive(Debug, thiserror::Error)]
+pub enum ForwarderError {
+    #[error("ledger urls: none given")]
+    NoUrls,
+    #[error("ledger url {0:?}: must start with http:// or https://")]
+    BadUrl(String),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("build http client: {0}")]
+    Client(String),
+}
+
+type Label = [(&'static str, &'static str); 1];
+
+/// Forwarding metrics (SPEC §7). Cheap to clone; register once.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardMetrics {
+    /// `spoold_forward_events_total{result}`: accepted, duplicate, conflict, rejected.
+    pub events_total: Family<Label, Counter>,
+    /// `spoold_forward_batches_total{outcome}`, one per request: ok (per-event
+    /// results), retry (network, 5xx, 429, bad body), poison (400/413/422,
+    /// bisected), auth_error (401/403 and other misconfiguration answers).
+    pub batches_total: Family<Label, Counter>,
+    /// `spoold_forward_retries_total`: requests that will be sent again.
+    pub retries_total: Counter,
+    /// `spoold_ledger_up`: 1 when the last request got an answer from a ledger
+    /// able to take batches (2xx or 4xx), 0 after a network error or a 5xx.
+    pub ledger_up: Gauge,
+}
+
+impl ForwardMetrics {
+    /// Registers the four metrics under their SPEC §7 names.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("spoold_forward_events", "Forwarded events by ledger result", self.events_total.clone());
+        registry.register("spoold_forward_batches", "Requests to the ledger by outcome", self.batches_total.clone());
+        registry.register("spoold_forward_retries", "Batch retries after a retryable failure", self.retries_total.clone());
+        registry.register("spoold_ledger_up", "1 if a ledger answered the last request", self.ledger_up.clone());
+    }
+
+    fn event(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.events_total.get_or_create(&[("result", result)]).inc_by(n);
+        }
+    }
+
+    fn batch(&self, outcome: &'static str) {
+        self.batches_total.get_or_create(&[("outcome", outcome)]).inc();
+    }
+}
+
+/// What the forwarder knows, for `/v1/status` and `spoolctl status`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ForwarderStatus {
+    /// `None` until the first request to a ledger.
+    pub ledger_up: Option<bool>,
+    /// The last failure (kept after recovery, with its time).
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_error_at: Option<OffsetDateTime>,
+    /// When a ledger last answered with results.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    /// The URL requests go to now.
+    pub current_url: String,
+    /// Requests sent since start (in memory).
+    pub attempts_total: u64,
+    /// Batches in flight right now.
+    pub inflight_batches: usize,
+    pub events_acked_total: u64,
+    pub events_dead_total: u64,
+}
+
+struct Shared {
+    status: Mutex<ForwarderStatus>,
+    wake: Notify,
+    rescan: AtomicBool,
+    url_index: AtomicUsize,
+}
+
+/// A handle to the running forwarder; cheap to clone.
+#[derive(Clone)]
+pub struct ForwarderHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ForwarderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwarderHandle").finish()
+    }
+}
+
+impl ForwarderHandle {
+    /// A snapshot of the forwarder's state.
+    pub fn status(&self) -> ForwarderStatus {
+        self.shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Tells the forwarder new records are pending (call after an append):
+    /// it looks now instead of at its next poll.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Makes the forwarder read the pending queue from the start again once
+    /// its batches in flight are done: call after records were put back in
+    /// the pending state behind its cursor (`dlq retry`, import).
+    pub fn rescan(&self) {
+        self.shared.rescan.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+}
+
+struct Ctx {
+    spool: Spool,
+    cfg: ForwarderConfig,
+    metrics: ForwardMetrics,
+    client: reqwest::Client,
+    shared: Arc<Shared>,
+}
+
+/// Starts the forwarder. It runs until `shutdown` turns `true`; then it stops
+/// taking new batches, abandons retries (records stay pending) and ends.
+pub fn spawn(
+    spool: Spool,
+    cfg: ForwarderConfig,
+    metrics: ForwardMetrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(ForwarderHandle, JoinHandle<()>), ForwarderError> {
+    if cfg.urls.is_empty() {
+        return Err(ForwarderError::NoUrls);
+    }
+    if let Some(u) = cfg.urls.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+        return Err(ForwarderError::BadUrl(u.clone()));
+    }
+    for (name, v) in [
+        ("batch_events_max", cfg.batch_events_max),
+        ("batch_bytes_max", cfg.batch_bytes_max),
+        ("inflight_batches_max", cfg.inflight_batches_max),
+    ] {
+        if v == 0 {
+            return Err(ForwarderError::Zero(name));
+        }
+    }
+    let client = reqwest::Client::builder()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
+        // A redirect of a POST of payments is a misconfiguration, not a hint.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(cfg.inflight_batches_max)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ForwarderError::Client(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        status: Mutex::new(ForwarderStatus { current_url: cfg.urls[0].clone(), ..ForwarderStatus::default() }),
+        wake: Notify::new(),
+        rescan: AtomicBool::new(false),
+        url_index: AtomicUsize::new(0),
+    });
+    let ctx = Arc::new(Ctx { spool, cfg, metrics, client, shared: Arc::clone(&shared) });
+    let task = tokio::spawn(run(ctx, shutdown));
+    Ok((ForwarderHandle { shared }, task))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, spool::SpoolError> + Send + 'static) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("spool task failed: {e}")),
+    }
+}
+
+async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut cursor = 0u64;
+    let mut inflight: JoinSet<()> = JoinSet::new();
+    let max = ctx.cfg.inflight_batches_max;
+    tracing::info!(node = %ctx.cfg.node_id, urls = ?ctx.cfg.urls, "forwarder started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let rescan = ctx.shared.rescan.load(Ordering::SeqCst);
+        let mut read_failed = false;
+        while !rescan && inflight.len() < max {
+            let (spool, after) = (ctx.spool.clone(), cursor);
+            let (n, b) = (ctx.cfg.batch_events_max, ctx.cfg.batch_bytes_max);
+            match blocking(move || spool.read_pending(after, n, b)).await {
+                Ok(records) if records.is_empty() => break,
+                Ok(records) => {
+                    cursor = records.last().map_or(cursor, |r| r.seq);
+                    inflight.spawn(forward_batch(Arc::clone(&ctx), records, shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "read pending records failed");
+                    read_failed = true;
+                    break;
+                }
+            }
+        }
+        set_inflight(&ctx, inflight.len());
+        if inflight.is_empty() {
+            // Idle: everything sent so far is answered, so start the next scan
+            // from the beginning; this picks up records requeued behind the cursor.
+            cursor = 0;
+            if rescan {
+                ctx.shared.rescan.store(false, Ordering::SeqCst);
+                continue;
+            }
+            let pause = if read_failed { ctx.cfg.retry_max.min(Duration::from_secs(1)) } else { ctx.cfg.idle_poll };
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = ctx.shared.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        } else {
+            let room = inflight.len() < max && !rescan;
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                Some(done) = inflight.join_next() => {
+                    if let Err(e) = done {
+                        // A panic in a batch task is a bug; its records stay
+                        // pending and are picked up by the next scan.
+                        tracing::error!(error = %e, "forward task failed");
+                    }
+                }
+                _ = ctx.shared.wake.notified(), if room => {}
+                _ = tokio::time::sleep(ctx.cfg.idle_poll), if room => {}
+            }
+        }
+    }
+    let drain = async { while inflight.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        inflight.abort_all();
+    }
+    set_inflight(&ctx, 0);
+    tracing::info!("forwarder stopped");
+}
+
+fn set_inflight(ctx: &Ctx, n: usize) {
+    ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches = n;
+}
+
+/// Sends one batch (bisecting it if refused) until every record in it has a
+/// ledger answer, or shutdown.
+async fn forward_batch(ctx: Arc<Ctx>, records: Vec<Record>, mut shutdown: watch::Receiver<bool>) {
+    let mut queue = WorkQueue::new(records);
+    while let Some(sub) = queue.pop() {
+        let span = tracing::info_span!(
+            "batch",
+            node = %ctx.cfg.node_id,
+            first_seq = sub.first().map_or(0, |r| r.seq),
+            last_seq = sub.last().map_or(0, |r| r.seq),
+            events = sub.len(),
+        );
+        match send_until_answered(&ctx, &sub, &mut shutdown).instrument(span.clone()).await {
+            None => return,
+            Some(Answered::Results(results, attempts)) => apply(&ctx, &sub, &results, attempts).instrument(span).await,
+            Some(Answered::Refused(code, reason, attempts)) => {
+                if let Some(poison) = queue.refused(sub) {
+                    let _e = span.enter();
+                    let reason = if reason.is_empty() {
+                        format!("HTTP {code} for this event alone")
+                    } else {
+                        format!("HTTP {code} for this event alone: {reason}")
+                    };
+                    tracing::warn!(seq = poison.seq, id = %poison.event.id, reason = %reason, "event dead-lettered");
+                    let (spool, seq, att) = (ctx.spool.clone(), poison.seq, total_attempts(&poison, attempts));
+                    match blocking(move || spool.mark_dead(seq, att, "rejected", &reason)).await {
+                        Ok(_) => {
+                            ctx.metrics.event("rejected", 1);
+                            ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).events_dead_total += 1;
+                        }
+                        Err(e) => tracing::error!(seq, error = %e, "mark dead failed; the record stays pending"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Answered {
+    Results(Vec<LedgerResult>, u32),
+    Refused(u16, String, u32),
+}
+
+fn total_attempts(r: &Record, attempts: u32) -> u32 {
+    r.attempts.saturating_add(attempts)
+}
+
+fn batch_body(node: &str, sub: &[Record]) -> Result<Vec<u8>, String> {
+    let batch = LedgerBatch {
+        node: node.to_owned(),
+        events: sub
+            .iter()
+            .map(|r| LedgerBatchEvent { seq: r.seq, received_at: r.received_at, event: r.event.to_json_value() })
+            .collect(),
+    };
+    serde_json::to_vec(&batch).map_err(|e| e.to_string())
+}
+
+/// Checks a 2xx body: one result per event, in order, ids matching.
+fn check_results(body: &[u8], sub: &[Record]) -> Result<Vec<LedgerResult>, String> {
+    let parsed: BatchResults<LedgerResult> =
+        serde_json::from_slice(body).map_err(|e| format!("unparsable results: {e}"))?;
+    if parsed.results.len() != sub.len() {
+        return Err(format!("{} results for {} events", parsed.results.len(), sub.len()));
+    }
+    for (i, (r, rec)) in parsed.results.iter().zip(sub).enumerate() {
+        if !r.id.is_empty() && r.id != rec.event.id {
+            return Err(format!("result {i} is for id {:?}, expected {:?}", r.id, rec.event.id));
+        }
+    }
+    Ok(parsed.results)
+}
+
+async fn send_until_answered(ctx: &Ctx, sub: &[Record], shutdown: &mut watch::Receiver<bool>) -> Option<Answered> {
+    let body = match batch_body(&ctx.cfg.node_id, sub) {
+        Ok(b) => bytes_of(b),
+        Err(e) => {
+            // Every spooled event serialises; this is a bug, not an operating error.
+            tracing::error!(error = %e, "cannot encode batch");
+            return None;
+        }
+    };
+    let mut ceiling = Ceiling::new(ctx.cfg.retry_initial, ctx.cfg.retry_max);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let idx = ctx.shared.url_index.load(Ordering::SeqCst) % ctx.cfg.urls.len();
+        let url = &ctx.cfg.urls[idx];
+        ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).attempts_total += 1;
+        let (reply, results, detail) = tokio::select! {
+            r = send_once(ctx, url, body.clone(), sub) => r,
+            _ = shutdown.changed() => return None,
+        };
+        let decision = decide(&reply, ceiling.next_ceiling(), ctx.cfg.retry_max, rand::random::<f64>());
+        match decision {
+            Decision::Apply => {
+                ctx.metrics.batch("ok");
+                note_up(ctx, true, None);
+                let now = OffsetDateTime::now_utc();
+                ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).last_success_at = Some(now);
+                tracing::debug!(attempt, url = %url, "batch answered");
+                return Some(Answered::Results(results.unwrap_or_default(), attempt));
+            }
+            Decision::Bisect => {
+                ctx.metrics.batch("poison");
+                note_up(ctx, true, None);
+                let code = match &reply {
+                    Reply::Status { code, .. } => *code,
+                    _ => 0,
+                };
+                let reason = detail;
+                tracing::info!(attempt, status = code, "ledger refused the batch as a whole; bisecting");
+                return Some(Answered::Refused(code, reason, attempt));
+            }
+            Decision::Retry { delay, kind } => {
+                ctx.metrics.retries_total.inc();
+                let what = describe(&reply);
+                match kind {
+                    RetryKind::Misconfigured => {
+                        ctx.metrics.batch("auth_error");
+                        note_up(ctx, true, Some(&what));
+                        tracing::error!(attempt, url = %url, error = %what, delay_ms = delay.as_millis() as u64,
+                            "ledger refuses this node (token or url misconfigured?); keeping everything and retrying");
+                    }
+                    RetryKind::Throttled => {
+                        ctx.metrics.batch("retry");
+                        note_up(ctx, true, Some(&what));
+                        tracing::info!(attempt, url = %url, error = %what, delay_ms = delay.as_millis() as u64, "ledger asks to slow down");
+                    }
+                    RetryKind::Transient => {
+                        ctx.metrics.batch("retry");
+                        note_up(ctx, false, Some(&what));
+                        tracing::debug!(attempt, url = %url, error = %what, delay_ms = delay.as_millis() as u64, "batch will be retried");
+                    }
+                }
+                // Next attempt goes to the next ledger URL (only one batch moves
+                // the shared index for a given failure).
+                let _ = ctx.shared.url_index.compare_exchange(idx, (idx + 1) % ctx.cfg.urls.len(), Ordering::SeqCst, Ordering::SeqCst);
+                let next = ctx.cfg.urls[ctx.shared.url_index.load(Ordering::SeqCst) % ctx.cfg.urls.len()].clone();
+                ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).current_url = next;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        }
+    }
+}
+
+fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(v)
+}
+
+fn describe(reply: &Reply) -> String {
+    let s = match reply {
+        Reply::Status { code, .. } => format!("HTTP {code}"),
+        Reply::BadBody(e) => format!("bad response: {e}"),
+        Reply::Transport(e) => e.clone(),
+    };
+    spool_format::truncate(&s, LAST_ERROR_BYTES_MAX).to_owned()
+}
+
+/// Records ledger reachability, logging the transitions an operator cares about.
+fn note_up(ctx: &Ctx, up: bool, error: Option<&str>) {
+    ctx.metrics.ledger_up.set(i64::from(up));
+    let mut s = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+    match (s.ledger_up, up) {
+        (Some(true) | None, false) => tracing::warn!(error = error.unwrap_or(""), "ledger unreachable; events stay spooled and are retried"),
+        (Some(false), true) => tracing::info!("ledger reachable again"),
+        _ => {}
+    }
+    s.ledger_up = Some(up);
+    if let Some(e) = error {
+        s.last_error = Some(e.to_owned());
+        s.last_error_at = Some(OffsetDateTime::now_utc());
+    }
+}
+
+/// Longest error body read from a refusing ledger, in bytes (for the
+/// dead-letter reason).
+const ERROR_BODY_BYTES_MAX: usize = 4096;
+
+/// One request. Returns the reply for the policy, the results of a good 2xx,
+/// and for other answers the ledger's error (`code: message`) if it sent one.
+async fn send_once(ctx: &Ctx, url: &str, body: bytes::Bytes, sub: &[Record]) -> (Reply, Option<Vec<LedgerResult>>, String) {
+    let endpoint = format!("{}/v1/batches", url.trim_end_matches('/'));
+    let resp = ctx
+        .client
+        .post(&endpoint)
+        .bearer_auth(ctx.cfg.token.expose())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return (Reply::Transport(transport_error(&e)), None, String::new()),
+    };
+    let code = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    if !(200..=299).contains(&code) {
+        let mut detail = String::new();
+        if resp.content_length().is_some_and(|n| n <= ERROR_BODY_BYTES_MAX as u64) {
+            if let Ok(b) = resp.bytes().await {
+                if let Ok(e) = serde_json::from_slice::<common::wire::ErrorBody>(&b) {
+                    detail = format!("{}: {}", e.error.code, e.error.message);
+                }
+            }
+        }
+        return (Reply::Status { code, retry_after }, None, detail);
+    }
+    if resp.content_length().is_some_and(|n| n > RESPONSE_BYTES_MAX as u64) {
+        return (Reply::BadBody("response too large".into()), None, String::new());
+    }
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return (Reply::BadBody(format!("read response: {}", transport_error(&e))), None, String::new()),
+    };
+    match check_results(&bytes, sub) {
+        Ok(results) => (Reply::Status { code, retry_after }, Some(results), String::new()),
+        Err(e) => (Reply::BadBody(e), None, String::new()),
+    }
+}
+
+/// A short description of a reqwest error with its cause chain (no token in it:
+/// reqwest never prints headers).
+fn transport_error(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = if e.is_timeout() { "timeout".to_owned() } else if e.is_connect() { "connect failed".to_owned() } else { "request failed".to_owned() };
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Marks records from the ledger's per-event results.
+async fn apply(ctx: &Ctx, sub: &[Record], results: &[LedgerResult], attempts: u32) {
+    let mut acks = Vec::new();
+    let mut dead = Vec::new();
+    let (mut accepted, mut duplicate, mut conflict, mut rejected) = (0u64, 0u64, 0u64, 0u64);
+    for (rec, r) in sub.iter().zip(results) {
+        let att = total_attempts(rec, attempts);
+        match r.status {
+            LedgerStatus::Accepted => {
+                accepted += 1;
+                acks.push((rec.seq, att, r.ledger_seq));
+            }
+            LedgerStatus::Duplicate => {
+                duplicate += 1;
+                acks.push((rec.seq, att, r.ledger_seq));
+            }
+            LedgerStatus::Conflict | LedgerStatus::Rejected => {
+                let code = r.status.as_str();
+                let reason = match &r.error {
+                    Some(e) => format!("{}: {}", e.code, e.message),
+                    None => format!("ledger answered {code}"),
+                };
+                if r.status == LedgerStatus::Conflict {
+                    conflict += 1;
+                } else {
+                    rejected += 1;
+                }
+                tracing::warn!(seq = rec.seq, id = %rec.event.id, status = code, reason = %reason, "event dead-lettered");
+                dead.push((rec.seq, att, code, reason));
+            }
+        }
+    }
+    let n_acks = u64::try_from(acks.len()).unwrap_or(u64::MAX);
+    if !acks.is_empty() {
+        let spool = ctx.spool.clone();
+        if let Err(e) = blocking(move || spool.mark_acked(&acks)).await {
+            // The records stay pending and are sent again; the ledger dedupes.
+            tracing::error!(error = %e, "mark acked failed");
+        }
+    }
+    let n_dead = u64::try_from(dead.len()).unwrap_or(u64::MAX);
+    for (seq, att, code, reason) in dead {
+        let spool = ctx.spool.clone();
+        if let Err(e) = blocking(move || spool.mark_dead(seq, att, code, &reason)).await {
+            tracing::error!(seq, error = %e, "mark dead failed; the record stays pending");
+        }
+    }
+    ctx.metrics.event("accepted", accepted);
+    ctx.metrics.event("duplicate", duplicate);
+    ctx.metrics.event("conflict", conflict);
+    ctx.metrics.event("rejected", rejected);
+    let mut s = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+    s.events_acked_total += n_acks;
+    s.events_dead_total += n_dead;
+}
