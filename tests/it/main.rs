@@ -2,3 +2,4 @@ fn main() {}
 mod spoolctl;
 mod ledger;
 mod ingest;
+mod forward;

@@ -22,6 +22,8 @@ pub struct Ledgerd {
     /// `http://127.0.0.1:<port>`
     pub url: String,
     pub store_url: String,
+    /// Extra TOML (e.g. a `[limits]` table) written to `ledgerd.toml`.
+    pub extra_config: String,
     /// Holds the store (for sled), the tokens file and the log.
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -40,6 +42,11 @@ impl Ledgerd {
 
     /// Starts ledgerd with `store_url`, keeping its files in `dir`, on `port`.
     pub async fn start_with(dir: &Path, store_url: &str, port: u16) -> anyhow::Result<Ledgerd> {
+        Ledgerd::start_with_config(dir, store_url, port, "").await
+    }
+
+    /// Like [`Ledgerd::start_with`], with extra TOML in its config file.
+    pub async fn start_with_config(dir: &Path, store_url: &str, port: u16, extra_config: &str) -> anyhow::Result<Ledgerd> {
         std::fs::create_dir_all(dir)?;
         let tokens = dir.join("ledgerd.tokens");
         std::fs::write(
@@ -51,6 +58,7 @@ impl Ledgerd {
             port,
             url: format!("http://127.0.0.1:{port}"),
             store_url: store_url.to_owned(),
+            extra_config: extra_config.to_owned(),
             dir: dir.to_path_buf(),
             _tmp: None,
         };
@@ -59,7 +67,11 @@ impl Ledgerd {
     }
 
     fn args(&self) -> Vec<String> {
+        let config = self.dir.join("ledgerd.toml");
+        let _ = std::fs::write(&config, &self.extra_config);
         vec![
+            "--config".into(),
+            config.display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{}", self.port),
             "--store".into(),
