@@ -3,3 +3,4 @@ mod spoolctl;
 mod ledger;
 mod ingest;
 mod forward;
+mod ledger_pg;

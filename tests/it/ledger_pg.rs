@@ -1,0 +1,148 @@
+//! ledgerd on PostgreSQL (127.0.0.1:5432, database `test`, a fresh schema per
+//! test, dropped at the end): two ledgerd processes sharing one database while
+//! two edge nodes forward the same events at the same moment, and a database
+//! outage (through the fault proxy) that ledgerd answers with 503 and recovers
+//! from by itself.
+
+use std::time::{Duration, Instant};
+
+use forwarder::{ForwardMetrics, ForwarderConfig, Secret};
+use serde_json::json;
+use spool::{Spool, SpoolConfig};
+use spool_format::Event;
+use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
+use test_support::proxy::{Mode, Proxy};
+
+fn pg_base() -> String {
+    std::env::var("OFFGRID_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema name; dropped by [`drop_schema`].
+fn schema(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("it_{tag}_{}_{nanos}", std::process::id())
+}
+
+async fn drop_schema(schema: &str) {
+    let (client, conn) = tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls).await.expect("connect postgres");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("drop schema");
+}
+
+fn event(id: &str) -> Event {
+    Event::from_json_value(&json!({
+        "id": id, "kind": "purchase", "amount": 42, "currency": "L$",
+        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+        "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+        "occurred_at": "2026-11-24T12:00:00Z"
+    }))
+    .expect("valid event")
+}
+
+#[tokio::test]
+async fn ledger_pg_two_processes_two_nodes_same_ids_recorded_once() {
+    let schema = schema("two");
+    let url = format!("{}?schema={schema}", pg_base());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = Ledgerd::start_with(&tmp.path().join("a"), &url, test_support::free_port()).await.expect("ledgerd a");
+    let b = Ledgerd::start_with(&tmp.path().join("b"), &url, test_support::free_port()).await.expect("ledgerd b");
+    for l in [&a, &b] {
+        test_support::wait_http_ok(&format!("{}/readyz", l.url), Duration::from_secs(10)).await.expect("ready");
+    }
+    let ids: Vec<String> = (0..400).map(|i| format!("same-{i}")).collect();
+    let mut nodes = Vec::new();
+    for (name, ledger) in [("front-1", &a), ("front-2", &b)] {
+        let mut sc = SpoolConfig::for_dir(tmp.path().join(name));
+        sc.node_id = name.into();
+        let spool = Spool::open(sc).expect("spool");
+        for r in spool.append_batch(ids.iter().map(|id| event(id)).collect()).await {
+            r.expect("append");
+        }
+        nodes.push((name, spool, ledger.url.clone()));
+    }
+    // Both nodes start forwarding the same ids at the same moment, each to its
+    // own ledgerd, both ledgerd on the same database.
+    let mut running = Vec::new();
+    for (name, spool, url) in &nodes {
+        let mut cfg = ForwarderConfig::new(*name, vec![url.clone()], Secret::new(NODE_TOKEN));
+        cfg.batch_events_max = 50;
+        cfg.retry_initial = Duration::from_millis(20);
+        cfg.retry_max = Duration::from_millis(200);
+        let metrics = ForwardMetrics::default();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (_h, task) = forwarder::spawn(spool.clone(), cfg, metrics.clone(), rx).expect("spawn");
+        running.push((spool.clone(), metrics, tx, task));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.iter().any(|(s, ..)| s.stats().expect("stats").pending_events > 0) {
+        assert!(Instant::now() < deadline, "not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let count = |m: &ForwardMetrics, r: &'static str| m.events_total.get_or_create(&[("result", r)]).get();
+    let accepted: u64 = running.iter().map(|(_, m, ..)| count(m, "accepted")).sum();
+    let duplicate: u64 = running.iter().map(|(_, m, ..)| count(m, "duplicate")).sum();
+    assert_eq!((accepted, duplicate), (400, 400), "each id accepted exactly once across both ledgerd");
+    for (_, m, ..) in &running {
+        assert_eq!(count(m, "conflict"), 0);
+    }
+    let all = a.all_events().await.expect("read");
+    assert_eq!(all.len(), 400);
+    let mut seen: Vec<&str> = all.iter().filter_map(|e| e["event"]["id"].as_str()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 400);
+    for (_, _, tx, task) in running {
+        let _ = tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    drop((a, b));
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn ledger_pg_outage_gives_503_and_recovers_by_itself() {
+    let schema = schema("outage");
+    let pg = Proxy::start("127.0.0.1:5432".parse().expect("addr")).await.expect("proxy");
+    let url = format!("postgres://postgres@127.0.0.1:{}/test?schema={schema}", pg.addr.port());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let l = Ledgerd::start_with(tmp.path(), &url, test_support::free_port()).await.expect("ledgerd");
+    let client = reqwest::Client::new();
+    let post = |id: &'static str| {
+        let client = client.clone();
+        let url = l.url.clone();
+        async move {
+            let r = client
+                .post(format!("{url}/v1/batches"))
+                .bearer_auth(NODE_TOKEN)
+                .json(&json!({"node": "n", "events": [{"seq": 1, "received_at": "2026-11-24T12:00:00Z", "event": event(id).to_json_value()}]}))
+                .send()
+                .await
+                .expect("post");
+            (r.status().as_u16(), r.headers().contains_key("retry-after"))
+        }
+    };
+    let ready = || async { reqwest::get(format!("{}/readyz", l.url)).await.expect("readyz").status().as_u16() };
+    assert_eq!(post("before").await, (200, false));
+    assert_eq!(ready().await, 200);
+
+    pg.set_mode(Mode::Partition);
+    assert_eq!(post("during").await, (503, true), "database down: 503 with Retry-After");
+    assert_eq!(ready().await, 503);
+
+    pg.set_mode(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, _) = post("after").await;
+        if s == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ledgerd did not recover after the database came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready().await, 200);
+    assert!(l.get_event("before").await.expect("get").is_some());
+    assert!(l.get_event("after").await.expect("get").is_some());
+    assert!(l.get_event("during").await.expect("get").is_none(), "a 503 recorded nothing");
+    drop(l);
+    drop_schema(&schema).await;
+}
