@@ -4,3 +4,4 @@ mod ledger;
 mod ingest;
 mod forward;
 mod ledger_pg;
+mod observability;
