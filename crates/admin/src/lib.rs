@@ -33,7 +33,9 @@ pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::admin::{codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_RECORDS_MAX};
+use common::admin::{
+    codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_BYTES_MAX, ADMIN_PAGE_RECORDS_MAX,
+};
 use serde::{Deserialize, Serialize};
 use spool::{AppendOutcome, Spool, SpoolError, StateFilter};
 use spool_format::{Event, OffsetDateTime, Record, State};
@@ -274,8 +276,11 @@ async fn list(spool: &Spool, state: &str, from_seq: u64, limit: u32) -> Result<A
         )
     })?;
     let n = check_limit(limit)?;
-    let records = blocking(spool, move |s| s.list(filter, from_seq, n)).await?;
-    let next_from_seq = if records.len() >= n {
+    let mut records = blocking(spool, move |s| s.list(filter, from_seq, n)).await?;
+    let full = records.len() >= n;
+    let cut = keep_within_bytes(&records, ADMIN_PAGE_BYTES_MAX);
+    let next_from_seq = if cut < records.len() || full {
+        records.truncate(cut);
         records.last().map(|r| r.seq.saturating_add(1))
     } else {
         None
@@ -283,9 +288,27 @@ async fn list(spool: &Spool, state: &str, from_seq: u64, limit: u32) -> Result<A
     Ok(to_data(&ListData { records, next_from_seq }))
 }
 
+/// How many of `records`, from the front, fit in `bytes_max` bytes of JSON
+/// (at least one, so that paging always moves on).
+fn keep_within_bytes<'a>(records: impl IntoIterator<Item = &'a Record>, bytes_max: usize) -> usize {
+    let mut total = 0usize;
+    let mut kept = 0usize;
+    for r in records {
+        total = total.saturating_add(serde_json::to_vec(r).map_or(0, |v| v.len()));
+        if kept > 0 && total > bytes_max {
+            break;
+        }
+        kept += 1;
+    }
+    kept
+}
+
 async fn tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse> {
     let n = check_limit(limit)?;
-    let records = blocking(spool, move |s| s.tail(n)).await?;
+    let mut records = blocking(spool, move |s| s.tail(n)).await?;
+    // Keep the newest records that fit.
+    let keep = keep_within_bytes(records.iter().rev(), ADMIN_PAGE_BYTES_MAX);
+    records.drain(..records.len() - keep);
     Ok(to_data(&ListData { records, next_from_seq: None }))
 }
 

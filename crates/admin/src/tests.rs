@@ -331,3 +331,21 @@ async fn connections_over_the_cap_get_busy() {
     tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[test]
+fn pages_stop_at_the_byte_bound_but_always_move_on() {
+    let rec = |seq: u64| Record {
+        seq,
+        received_at: spool_format::OffsetDateTime::UNIX_EPOCH,
+        node: "n".into(),
+        state: State::Pending,
+        attempts: 0,
+        event: Event::from_json_value(&event_json(&format!("e-{seq}"), 1)).unwrap(),
+    };
+    let records: Vec<Record> = (1..=5).map(rec).collect();
+    let one = serde_json::to_vec(&records[0]).unwrap().len();
+    assert_eq!(keep_within_bytes(&records, one * 5), 5);
+    assert_eq!(keep_within_bytes(&records, one * 2 + 1), 2);
+    assert_eq!(keep_within_bytes(&records, 1), 1, "one record even when it alone is over");
+    assert_eq!(keep_within_bytes(records.iter().rev(), one * 3), 3);
+}

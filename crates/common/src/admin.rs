@@ -8,6 +8,11 @@ pub const ADMIN_PAGE_RECORDS_MAX: u32 = 10_000;
 /// Longest request line accepted by the daemon, in bytes (an import chunk of
 /// 1,000 events at the 64 KiB body limit fits comfortably).
 pub const ADMIN_LINE_BYTES_MAX: usize = 64 << 20;
+/// Most bytes of record JSON in one `list`/`tail` response; a page stops
+/// early (and says where to go on) rather than pass it. 16 MiB: a full page of
+/// typical records (~700 bytes of JSON each) is ~7 MiB, while 10,000 records
+/// with maximal attributes (~40 KB each) would pass the line limit.
+pub const ADMIN_PAGE_BYTES_MAX: usize = 16 << 20;
 /// Most events in one `import` request; spoolctl sends bigger files in chunks.
 /// 1,000 matches the ingest API's `batch_events_max` default: one group commit.
 pub const ADMIN_IMPORT_EVENTS_MAX: usize = 1000;
