@@ -101,6 +101,7 @@ async fn offline_status_ls_show_tail() {
     let s = offline(&dir, &["--json", "status"]).expect(0).json();
     assert_eq!((s["pending_events"].as_u64(), s["dead_events"].as_u64(), s["acked_events"].as_u64()), (Some(3), Some(2), Some(1)));
     assert_eq!(s["mode"], "offline");
+    assert_eq!(s["node_id"], "front-1", "offline, the node is read from the records");
     assert!(s["oldest_pending_at"].is_string());
     let human = offline(&dir, &["status"]).expect(0);
     assert!(human.stdout.contains("pending         3 events"), "{human:?}");

@@ -213,6 +213,12 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
             let mut s: StatusData = b.call_ok(AdminRequest::Status).await?;
             if let Backend::Offline { .. } = b {
                 s.extra.insert("mode".into(), "offline".into());
+                if cli.node_id.is_none() {
+                    // Offline, the daemon's config is not read: name the node
+                    // from the newest record instead of a made-up id.
+                    let t: ListData = b.call_ok(AdminRequest::Tail { limit: 1 }).await?;
+                    s.node_id = t.records.first().map_or_else(|| "unknown (empty spool)".into(), |r| r.node.clone());
+                }
             }
             if json {
                 output::print_json(&s)?;
