@@ -457,3 +457,27 @@ async fn online_against_a_running_spoold() {
     let s = offline(&dir, &["--json", "status"]).expect(0).json();
     assert_eq!(s["pending_events"], 3);
 }
+
+/// `spoolctl ls | head -1`: a closed pipe ends spoolctl quietly with 0, no panic.
+#[tokio::test]
+async fn a_closed_pipe_is_not_an_error() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    // ~2,000 table rows of ~140 bytes: far more than a pipe buffer (64 KiB).
+    make_spool(&dir, 2000, &[], &[]).await;
+    let mut child = Command::new(test_support::bin_path("spoolctl"))
+        .args(["--spool-dir", dir.to_str().unwrap(), "ls", "--limit", "2000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("SEQ"), "{first}");
+    // The reader is dropped here, closing the pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

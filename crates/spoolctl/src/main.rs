@@ -5,6 +5,14 @@
 //! differs. Exit codes: 0 ok, 1 check failed / not found, 2 usage or config
 //! error, 3 cannot reach the daemon or open the spool.
 
+/// `println!` that returns the write error (e.g. a closed pipe) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 mod cli;
 mod output;
 
@@ -66,6 +74,8 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`spoolctl ls | head`): stop quietly, like any filter.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Fail>() {
             Some(f) => {
                 eprintln!("spoolctl: {}", f.msg);
@@ -77,6 +87,11 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Warnings (e.g. a dropped dead letter, offline) go to stderr; RUST_LOG overrides.
@@ -175,7 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Verbs that need no spool.
     match &cli.cmd {
         Cmd::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "spoolctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "spoolctl", &mut script);
+            std::io::stdout().write_all(&script)?;
             return Ok(0);
         }
         Cmd::Man => {
@@ -223,7 +240,7 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
             if json {
                 output::print_json(&s)?;
             } else {
-                output::print_status(&s, &b.describe());
+                output::print_status(&s, &b.describe())?;
             }
             Ok(0)
         }
@@ -252,13 +269,13 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
             if json {
                 output::print_json(&v)?;
             } else if v.faults.is_empty() {
-                println!("verified {} records: no faults", v.records);
+                outln!("verified {} records: no faults", v.records);
             } else {
-                println!("verified {} records: {} fault(s)", v.records, v.faults.len());
+                outln!("verified {} records: {} fault(s)", v.records, v.faults.len());
                 for f in &v.faults {
                     match f.seq {
-                        Some(seq) => println!("  seq {seq}: {}", f.what),
-                        None => println!("  {}", f.what),
+                        Some(seq) => outln!("  seq {seq}: {}", f.what),
+                        None => outln!("  {}", f.what),
                     }
                 }
             }
@@ -493,7 +510,7 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
             "invalid": report.invalid, "failed": report.failed, "issues": issues,
         }))?;
     } else {
-        println!(
+        outln!(
             "imported {}: accepted {}, duplicate {}, conflict {}, invalid {}, failed {}",
             file.display(),
             report.accepted,
@@ -503,7 +520,7 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
             report.failed
         );
         for (l, m) in &issue_lines {
-            println!("  line {l}: {m}");
+            outln!("  line {l}: {m}");
         }
     }
     Ok(if report.is_clean() { 0 } else { EXIT_FAILED })
@@ -560,8 +577,8 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
                 output::print_json(&r)?;
             } else {
                 match (seq, r.requeued.len()) {
-                    (Some(s), _) => println!("requeued dead letter {s}; the forwarder will send it again"),
-                    (None, n) => println!("requeued {n} dead letter(s); the forwarder will send them again"),
+                    (Some(s), _) => outln!("requeued dead letter {s}; the forwarder will send it again"),
+                    (None, n) => outln!("requeued {n} dead letter(s); the forwarder will send them again"),
                 }
             }
             Ok(0)
@@ -575,7 +592,7 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
             if json {
                 output::print_json(&d)?;
             } else {
-                println!("dropped dead letter {} (id {})", d.seq, d.id);
+                outln!("dropped dead letter {} (id {})", d.seq, d.id);
             }
             Ok(0)
         }

@@ -56,17 +56,17 @@ fn percent(n: u64, max: u64) -> String {
     format!("{p:.1}%")
 }
 
-pub fn print_status(s: &StatusData, mode: &str) {
+pub fn print_status(s: &StatusData, mode: &str) -> anyhow::Result<()> {
     let extra_str = |k: &str| s.extra.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    println!("{:<16}{mode}", "mode");
-    println!("{:<16}{}", "node", s.node_id);
-    println!("{:<16}{}", "spool dir", s.spool_dir);
-    println!("{:<16}{} events", "pending", s.pending_events);
-    println!("{:<16}{}", "dead letters", s.dead_events);
-    println!("{:<16}{} events (kept for dedupe/audit)", "acked", s.acked_events);
+    outln!("{:<16}{mode}", "mode");
+    outln!("{:<16}{}", "node", s.node_id);
+    outln!("{:<16}{}", "spool dir", s.spool_dir);
+    outln!("{:<16}{} events", "pending", s.pending_events);
+    outln!("{:<16}{}", "dead letters", s.dead_events);
+    outln!("{:<16}{} events (kept for dedupe/audit)", "acked", s.acked_events);
     let events = s.pending_events + s.dead_events;
-    println!("{:<16}{} of {} events ({})", "spool depth", events, s.events_max, percent(events, s.events_max));
-    println!(
+    outln!("{:<16}{} of {} events ({})", "spool depth", events, s.events_max, percent(events, s.events_max));
+    outln!(
         "{:<16}{} of {} ({})",
         "spool bytes",
         Bytes(s.live_bytes),
@@ -74,8 +74,8 @@ pub fn print_status(s: &StatusData, mode: &str) {
         percent(s.live_bytes, s.bytes_max)
     );
     match (&s.oldest_pending_at, s.oldest_pending_age_seconds) {
-        (Some(at), Some(secs)) => println!("{:<16}{at} ({} ago)", "oldest pending", age(secs)),
-        _ => println!("{:<16}none", "oldest pending"),
+        (Some(at), Some(secs)) => outln!("{:<16}{at} ({} ago)", "oldest pending", age(secs)),
+        _ => outln!("{:<16}none", "oldest pending"),
     }
     let offline = extra_str("mode").as_deref() == Some("offline");
     let forwarding = s.extra.get("forwarding").and_then(|v| v.as_bool());
@@ -87,22 +87,23 @@ pub fn print_status(s: &StatusData, mode: &str) {
         (None, None) if forwarding == Some(false) => "forwarding off (no ledger.urls configured)".into(),
         (None, None) => "unknown (no forward attempt yet)".into(),
     };
-    println!("{:<16}{ledger}", "ledger");
-    println!("{:<16}{}", "last error", extra_str("last_forward_error").unwrap_or_else(|| "none".into()));
+    outln!("{:<16}{ledger}", "ledger");
+    outln!("{:<16}{}", "last error", extra_str("last_forward_error").unwrap_or_else(|| "none".into()));
     match s.disk_free_bytes {
-        Some(b) => println!("{:<16}{}", "disk free", Bytes(b)),
-        None => println!("{:<16}unknown", "disk free"),
+        Some(b) => outln!("{:<16}{}", "disk free", Bytes(b)),
+        None => outln!("{:<16}unknown", "disk free"),
     }
     match s.disk_free_inodes {
-        Some(i) => println!("{:<16}{i}", "inodes free"),
-        None => println!("{:<16}not reported by the filesystem", "inodes free"),
+        Some(i) => outln!("{:<16}{i}", "inodes free"),
+        None => outln!("{:<16}not reported by the filesystem", "inodes free"),
     }
     if s.quarantined_events > 0 {
-        println!("{:<16}{} (corrupt records set aside; run spoolctl verify)", "QUARANTINED", s.quarantined_events);
+        outln!("{:<16}{} (corrupt records set aside; run spoolctl verify)", "QUARANTINED", s.quarantined_events);
     }
     if s.dead_letters_dropped_total > 0 {
-        println!("{:<16}{}", "dlq dropped", s.dead_letters_dropped_total);
+        outln!("{:<16}{}", "dlq dropped", s.dead_letters_dropped_total);
     }
+    Ok(())
 }
 
 fn state_text(state: &State) -> String {
@@ -164,26 +165,26 @@ pub fn print_rows(records: &[Record], header: bool) -> anyhow::Result<()> {
 }
 
 pub fn print_record(r: &Record) -> anyhow::Result<()> {
-    println!("{:<14}{}", "seq", r.seq);
-    println!("{:<14}{}", "id", r.event.id);
-    println!("{:<14}{}", "state", r.state.name());
+    outln!("{:<14}{}", "seq", r.seq);
+    outln!("{:<14}{}", "id", r.event.id);
+    outln!("{:<14}{}", "state", r.state.name());
     match &r.state {
         State::Pending => {}
         State::Acked { acked_at, ledger_seq } => {
-            println!("{:<14}{}", "acked_at", rfc3339(*acked_at));
+            outln!("{:<14}{}", "acked_at", rfc3339(*acked_at));
             if let Some(l) = ledger_seq {
-                println!("{:<14}{l}", "ledger_seq");
+                outln!("{:<14}{l}", "ledger_seq");
             }
         }
         State::Dead { dead_at, code, reason } => {
-            println!("{:<14}{}", "dead_at", rfc3339(*dead_at));
-            println!("{:<14}{code}", "dead code");
-            println!("{:<14}{reason}", "dead reason");
+            outln!("{:<14}{}", "dead_at", rfc3339(*dead_at));
+            outln!("{:<14}{code}", "dead code");
+            outln!("{:<14}{reason}", "dead reason");
         }
     }
-    println!("{:<14}{}", "attempts", r.attempts);
-    println!("{:<14}{}", "received_at", rfc3339(r.received_at));
-    println!("{:<14}{}", "node", r.node);
-    println!("event:");
+    outln!("{:<14}{}", "attempts", r.attempts);
+    outln!("{:<14}{}", "received_at", rfc3339(r.received_at));
+    outln!("{:<14}{}", "node", r.node);
+    outln!("event:");
     print_json(&r.event.to_json_value())
 }
