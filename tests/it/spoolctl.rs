@@ -280,6 +280,21 @@ async fn locked_spool_exits_3_with_a_clear_message() {
     held.close();
     drop(held);
     offline(&dir, &["status"]).expect(0);
+    // SPOOLCTL_SOCKET is only a default: --spool-dir still works with it set.
+    let out = Command::new(test_support::bin_path("spoolctl"))
+        .args(["--spool-dir", dir.to_str().unwrap(), "status"])
+        .env("SPOOLCTL_SOCKET", tmp.path().join("elsewhere.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // …and is used when neither flag is given.
+    let out = Command::new(test_support::bin_path("spoolctl"))
+        .arg("status")
+        .env("SPOOLCTL_SOCKET", tmp.path().join("elsewhere.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("elsewhere.sock"));
     // No spool at all, and no daemon: also 3.
     offline(&tmp.path().join("nothing-here"), &["status"]).expect(3);
     spoolctl(&["--socket", tmp.path().join("no.sock").to_str().unwrap(), "status"]).expect(3);

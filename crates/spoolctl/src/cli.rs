@@ -21,8 +21,8 @@ pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
         3 cannot reach the daemon or open the spool."
 )]
 pub struct Cli {
-    /// Admin socket of the running spoold
-    #[arg(long, global = true, value_name = "PATH", env = "SPOOLCTL_SOCKET", conflicts_with = "spool_dir")]
+    /// Admin socket of the running spoold [default: $SPOOLCTL_SOCKET, else /run/spoold/admin.sock]
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "spool_dir")]
     pub socket: Option<PathBuf>,
     /// Open the spool in DIR directly (the daemon must be stopped)
     #[arg(long, global = true, value_name = "DIR")]

@@ -112,7 +112,12 @@ impl Backend {
         if let Some(dir) = &cli.spool_dir {
             return Self::open_offline(dir, cli.node_id.clone());
         }
-        let path = cli.socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        // The environment is only a default: an explicit --spool-dir wins over it.
+        let path = cli
+            .socket
+            .clone()
+            .or_else(|| std::env::var_os("SPOOLCTL_SOCKET").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
         match admin::Client::connect(&path).await {
             Ok(client) => Ok(Backend::Online { client, path }),
             Err(e) => Err(fail(
