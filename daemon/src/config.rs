@@ -25,9 +25,9 @@ pub struct Args {
     /// Overrides `listen.addr`, e.g. 127.0.0.1:8700.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Overrides `listen.admin_socket`.
-    #[arg(long, value_name = "PATH")]
-    pub admin_socket: Option<PathBuf>,
+    /// Overrides `listen.admin_socket`; "" turns the admin socket off.
+    #[arg(long, value_name = "PATH", value_parser = clap::builder::ValueParser::os_string())]
+    pub admin_socket: Option<std::ffi::OsString>,
     /// Overrides `spool.dir`.
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
@@ -201,28 +201,13 @@ struct RawLimits {
 // ---------------------------------------------------------------------------
 // Validated config (HiArgs).
 
-/// The ledger's bearer secret. `Debug` never prints it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
     /// Empty: forwarding is off and events accumulate in the spool.
     pub urls: Vec<String>,
     pub token_file: Option<PathBuf>,
-    pub token: Option<Secret>,
+    /// The ledger bearer secret (`Debug` redacts it).
+    pub token: Option<forwarder::Secret>,
     pub batch_events_max: usize,
     pub batch_bytes_max: u64,
     pub inflight_batches_max: usize,
@@ -297,7 +282,7 @@ impl Config {
         // Default: the systemd RuntimeDirectory path spoolctl looks at first.
         // An empty string turns the admin socket off.
         let admin_key = if args.admin_socket.is_some() { "--admin-socket" } else { "listen.admin_socket" };
-        let admin_socket = match args.admin_socket.clone().or(raw.listen.admin_socket) {
+        let admin_socket = match args.admin_socket.clone().map(PathBuf::from).or(raw.listen.admin_socket) {
             None => Some(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(p),
@@ -443,6 +428,22 @@ impl Config {
         })
     }
 
+    /// The forwarder's settings; `None` when forwarding is off (no ledger urls).
+    pub fn forwarder_config(&self) -> Option<forwarder::ForwarderConfig> {
+        if self.ledger.urls.is_empty() {
+            return None;
+        }
+        let token = self.ledger.token.clone()?;
+        let mut f = forwarder::ForwarderConfig::new(self.node_id.clone(), self.ledger.urls.clone(), token);
+        f.batch_events_max = self.ledger.batch_events_max;
+        f.batch_bytes_max = to_usize(self.ledger.batch_bytes_max);
+        f.inflight_batches_max = self.ledger.inflight_batches_max;
+        f.request_timeout = self.ledger.request_timeout;
+        f.retry_initial = self.retry.initial;
+        f.retry_max = self.retry.max;
+        Some(f)
+    }
+
     /// Server limits for `common::http::serve`.
     pub fn server_limits(&self) -> common::http::ServerLimits {
         common::http::ServerLimits {
@@ -459,7 +460,7 @@ impl Config {
         format!(
             "config ok\n  node_id = {}\n  listen.addr = {}\n  listen.admin_socket = {}\n  spool.dir = {}\n  \
              spool.bytes_max = {}\n  spool.events_max = {}\n  spool.disk_free_bytes_min = {}\n  \
-             spool.disk_free_inodes_min = {}\n  auth.tokens_file = {} ({} tokens)\n  ledger.urls = {:?}\n  \
+             spool.disk_free_inodes_min = {}\n  auth.tokens_file = {} ({} tokens)\n  ledger.urls = {:?}\n  ledger.token_file = {}\n  \
              limits.body_bytes_max = {}\n  limits.batch_events_max = {}\n  limits.connections_max = {}",
             self.node_id,
             self.listen_addr,
@@ -472,6 +473,7 @@ impl Config {
             self.tokens_file.display(),
             self.tokens.len(),
             self.ledger.urls,
+            self.ledger.token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
             Bytes(self.limits.body_bytes_max as u64),
             self.limits.batch_events_max,
             self.limits.connections_max,
@@ -531,7 +533,7 @@ fn default_node_id() -> String {
     }
 }
 
-fn read_secret(path: &Path) -> Result<Secret, String> {
+fn read_secret(path: &Path) -> Result<forwarder::Secret, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let secret = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
     if secret.len() < common::tokens::SECRET_BYTES_MIN {
@@ -541,7 +543,7 @@ fn read_secret(path: &Path) -> Result<Secret, String> {
             common::tokens::SECRET_BYTES_MIN
         ));
     }
-    Ok(Secret(secret.to_owned()))
+    Ok(forwarder::Secret::new(secret))
 }
 
 fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {

@@ -17,14 +17,14 @@ mod metrics;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::watch;
 
-use crate::api::{App, ForwardState};
+use crate::api::App;
 use crate::config::{Args, Config};
 use crate::metrics::Metrics;
 
@@ -102,19 +102,31 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("bind {}", cfg.listen_addr))?;
     let local = listener.local_addr().context("listener address")?;
 
-    let forward_state = Arc::new(Mutex::new(ForwardState::default()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // The forwarder drains the spool to the ledger; off without ledger urls.
+    let (forwarder, forwarder_task) = match cfg.forwarder_config() {
+        Some(fcfg) => {
+            let (handle, task) = forwarder::spawn(spool.clone(), fcfg, metrics.forward.clone(), shutdown_rx.clone())
+                .context("start the forwarder")?;
+            (Some(handle), Some(task))
+        }
+        None => {
+            tracing::warn!("ledger.urls is empty: forwarding is off, events accumulate in the spool");
+            (None, None)
+        }
+    };
+
     let app = Arc::new(App {
         node_id: cfg.node_id.clone(),
         spool: spool.clone(),
         tokens: cfg.tokens.clone(),
         limits: cfg.limits.clone(),
         metrics: Arc::clone(&metrics),
-        forwarding_enabled: !cfg.ledger.urls.is_empty(),
-        forward_state: Arc::clone(&forward_state),
+        forwarder: forwarder.clone(),
         draining: Default::default(),
     });
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(common::http::serve(
         listener,
         cfg.server_limits(),
@@ -125,31 +137,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut background = tokio::task::JoinSet::new();
     background.spawn(compaction_loop(spool.clone(), shutdown_rx.clone()));
 
-    // FORWARDER: call site for `crates/forwarder` once it exposes its spawn
-    // function. It gets `spool.clone()`, the ledger/retry config
-    // (`cfg.ledger`, `cfg.retry`, `cfg.node_id`), `metrics.forward.clone()`,
-    // `Arc::clone(&forward_state)` (or its own status handle) and
-    // `shutdown_rx.clone()`, and must stop when shutdown turns true.
-    if cfg.ledger.urls.is_empty() {
-        tracing::warn!("ledger.urls is empty: forwarding is off, events accumulate in the spool");
-    } else {
-        tracing::warn!(urls = ?cfg.ledger.urls, "forwarder not built into this spoold yet; events accumulate in the spool");
-    }
-
     // The admin socket for spoolctl. A failure here is logged, not fatal:
     // ingest matters more than the operator's tool.
     if let Some(path) = cfg.admin_socket.clone() {
         let extra: admin::ExtraStatus = {
-            let fwd = Arc::clone(&forward_state);
+            let fwd = forwarder.clone();
             let node_id = cfg.node_id.clone();
-            let forwarding = !cfg.ledger.urls.is_empty();
             Arc::new(move || {
-                let s = fwd.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+                let s = fwd.as_ref().map(|f| f.status());
                 serde_json::json!({
                     "node_id": node_id,
-                    "forwarding": forwarding,
-                    "ledger_up": s.ledger_up,
-                    "last_forward_error": s.last_error,
+                    "forwarding": s.is_some(),
+                    "ledger_up": s.as_ref().and_then(|s| s.ledger_up),
+                    "last_forward_error": s.as_ref().and_then(|s| s.last_error.clone()),
+                    "ledger_url": s.as_ref().map(|s| s.current_url.clone()),
                 })
             })
         };
@@ -178,6 +179,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     if let Err(e) = server.await {
         tracing::error!(error = %e, "http server task failed");
+    }
+    // The forwarder stops taking batches and abandons retries (records stay
+    // pending and are sent again after the restart).
+    if let Some(task) = forwarder_task {
+        let grace = forwarder::SHUTDOWN_GRACE + Duration::from_secs(2);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("forwarder did not stop in time");
+        }
     }
     // Background tasks watch the same signal; give them a moment, then stop them.
     let drain = async { while background.join_next().await.is_some() {} };

@@ -17,29 +17,6 @@ use std::sync::atomic::AtomicU64;
 
 type Label = [(&'static str, &'static str); 1];
 
-/// Forwarding metrics (`spoold_forward_*`, `spoold_ledger_up`). Cheap to clone
-/// (every metric is an `Arc` inside); the forwarder gets a clone and updates it.
-#[derive(Clone, Debug, Default)]
-pub struct ForwardMetrics {
-    /// `result`: accepted, duplicate, conflict, rejected.
-    pub events_total: Family<Label, Counter>,
-    /// `outcome`: ok, retry, poison (bisected), auth_error.
-    pub batches_total: Family<Label, Counter>,
-    pub retries_total: Counter,
-    /// 1 when the last request to a ledger got an answer, else 0.
-    pub ledger_up: Gauge,
-}
-
-impl ForwardMetrics {
-    pub fn event(&self, result: &'static str) -> Counter {
-        self.events_total.get_or_create(&[("result", result)]).clone()
-    }
-
-    pub fn batch(&self, outcome: &'static str) -> Counter {
-        self.batches_total.get_or_create(&[("outcome", outcome)]).clone()
-    }
-}
-
 /// All of spoold's metrics and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -51,7 +28,8 @@ pub struct Metrics {
     spool_oldest_pending_seconds: Gauge<f64, AtomicU64>,
     pub commit_duration_seconds: Histogram,
     pub commit_batch_events: Histogram,
-    pub forward: ForwardMetrics,
+    /// `spoold_forward_*` and `spoold_ledger_up`, owned by the forwarder crate.
+    pub forward: forwarder::ForwardMetrics,
     dead_letters: Gauge,
     disk_free_bytes: Gauge,
     disk_free_inodes: Gauge,
@@ -97,11 +75,8 @@ impl Metrics {
             "Write requests made durable by one group commit",
             commit_batch_events.clone(),
         );
-        let forward = ForwardMetrics::default();
-        registry.register("spoold_forward_events", "Forwarded events by ledger result", forward.events_total.clone());
-        registry.register("spoold_forward_batches", "Forwarded batches by outcome", forward.batches_total.clone());
-        registry.register("spoold_forward_retries", "Batch retries after a retryable failure", forward.retries_total.clone());
-        registry.register("spoold_ledger_up", "1 if the ledger answered the last request", forward.ledger_up.clone());
+        let forward = forwarder::ForwardMetrics::default();
+        forward.register(&mut registry);
         let dead_letters = Gauge::default();
         registry.register("spoold_dead_letters", "Records in the dead-letter queue", dead_letters.clone());
         let disk_free_bytes = Gauge::default();
