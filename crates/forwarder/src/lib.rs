@@ -330,14 +330,15 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             }
             let pause = if read_failed { ctx.cfg.retry_max.min(Duration::from_secs(1)) } else { ctx.cfg.idle_poll };
             tokio::select! {
-                _ = shutdown.changed() => {}
+                // A dropped sender means the daemon is gone: stop as for shutdown.
+                changed = shutdown.changed() => if changed.is_err() { break },
                 _ = ctx.shared.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         } else {
             let room = inflight.len() < max && !rescan;
             tokio::select! {
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
                 Some(done) = inflight.join_next() => {
                     if let Err(e) = done {
                         // A panic in a batch task is a bug; its records stay
@@ -658,4 +659,66 @@ async fn apply(ctx: &Ctx, sub: &[Record], results: &[LedgerResult], attempts: u3
     let mut s = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner());
     s.events_acked_total += n_acks;
     s.events_dead_total += n_dead;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, id: &str) -> Record {
+        let event = spool_format::Event::from_json_value(&serde_json::json!({
+            "id": id, "kind": "gift", "amount": 3, "currency": "L$",
+            "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+            "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+            "occurred_at": "2026-11-24T12:00:00Z"
+        }))
+        .expect("valid");
+        Record { seq, received_at: OffsetDateTime::now_utc(), node: "n".into(), state: spool_format::State::Pending, attempts: 0, event }
+    }
+
+    #[test]
+    fn results_must_match_the_batch_one_to_one() {
+        let sub = vec![record(1, "a"), record(2, "b")];
+        let ok = br#"{"results":[{"id":"a","status":"accepted","ledger_seq":1},{"id":"","status":"rejected","error":{"code":"invalid_event","message":"x"}}]}"#;
+        assert_eq!(check_results(ok, &sub).expect("ok").len(), 2);
+        let short = br#"{"results":[{"id":"a","status":"accepted"}]}"#;
+        assert!(check_results(short, &sub).expect_err("short").contains("1 results for 2"));
+        let swapped = br#"{"results":[{"id":"b","status":"accepted"},{"id":"a","status":"accepted"}]}"#;
+        assert!(check_results(swapped, &sub).is_err());
+        assert!(check_results(br#"{"results":[{"id":"a","status":"accep"#, &sub).is_err(), "truncated");
+        assert!(check_results(br#"{"results":[{"id":"a","status":"maybe"},{"id":"b","status":"accepted"}]}"#, &sub).is_err());
+        let body = batch_body("front-1", &sub).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["node"], "front-1");
+        assert_eq!(v["events"][1]["seq"], 2);
+        assert_eq!(v["events"][1]["event"]["id"], "b");
+    }
+
+    #[test]
+    fn the_token_never_prints() {
+        let cfg = ForwarderConfig::new("n", vec!["http://x".into()], Secret::new("s3cr3t-token-value"));
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn stops_on_shutdown_and_when_the_sender_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(spool::SpoolConfig::for_dir(dir.path())).expect("spool");
+        for drop_sender in [false, true] {
+            let (tx, rx) = watch::channel(false);
+            let cfg = ForwarderConfig::new("n", vec!["http://127.0.0.1:1".into()], Secret::new("t"));
+            let (_h, task) = spawn(spool.clone(), cfg, ForwardMetrics::default(), rx).expect("spawn");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if drop_sender {
+                drop(tx);
+            } else {
+                let _ = tx.send(true);
+            }
+            tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("join");
+        }
+        let bad = ForwarderConfig::new("n", vec!["ftp://x".into()], Secret::new("t"));
+        assert!(matches!(spawn(spool.clone(), bad, ForwardMetrics::default(), watch::channel(false).1), Err(ForwarderError::BadUrl(_))));
+        let none = ForwarderConfig::new("n", vec![], Secret::new("t"));
+        assert!(matches!(spawn(spool, none, ForwardMetrics::default(), watch::channel(false).1), Err(ForwarderError::NoUrls)));
+    }
 }
