@@ -22,10 +22,15 @@ pub struct SpooldOptions {
     pub limits: Vec<String>,
     /// Lines for `[ledger]`.
     pub ledger: Vec<String>,
+    /// Lines for `[retry]`.
+    pub retry: Vec<String>,
     /// Where the spool lives; default `<tempdir>/spool`.
     pub spool_dir: Option<PathBuf>,
     /// Extra command-line flags.
     pub args: Vec<String>,
+    /// Forward to these ledgers with this bearer secret (written to
+    /// `<tempdir>/ledger.token`); sets `[ledger] urls` and `token_file`.
+    pub forward_to: Option<(Vec<String>, String)>,
 }
 
 impl SpooldOptions {
@@ -36,6 +41,22 @@ impl SpooldOptions {
 
     pub fn limits(mut self, line: &str) -> Self {
         self.limits.push(line.to_owned());
+        self
+    }
+
+    pub fn ledger(mut self, line: &str) -> Self {
+        self.ledger.push(line.to_owned());
+        self
+    }
+
+    pub fn retry(mut self, line: &str) -> Self {
+        self.retry.push(line.to_owned());
+        self
+    }
+
+    /// Forward to `url` with bearer `token`.
+    pub fn forward_to(mut self, url: &str, token: &str) -> Self {
+        self.forward_to = Some((vec![url.to_owned()], token.to_owned()));
         self
     }
 }
@@ -72,7 +93,14 @@ impl Spoold {
             text.push_str(l);
             text.push('\n');
         }
-        for (name, lines) in [("limits", &opts.limits), ("ledger", &opts.ledger)] {
+        let mut ledger = opts.ledger.clone();
+        if let Some((urls, token)) = &opts.forward_to {
+            let token_file = dir.path().join("ledger.token");
+            std::fs::write(&token_file, format!("{token}\n"))?;
+            ledger.push(format!("urls = {urls:?}"));
+            ledger.push(format!("token_file = \"{}\"", token_file.display()));
+        }
+        for (name, lines) in [("limits", &opts.limits), ("ledger", &ledger), ("retry", &opts.retry)] {
             if !lines.is_empty() {
                 text.push_str(&format!("\n[{name}]\n"));
                 for l in lines {

@@ -8,6 +8,7 @@ mod backpressure;
 mod bad_input;
 mod crash;
 mod disk_full;
+mod forward;
 mod happy;
 mod shutdown;
 mod slowloris;
