@@ -171,7 +171,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %local, node_id = %cfg.node_id, "spoold ready");
     notify(&[sd_notify::NotifyState::Ready]);
 
-    wait_for_signal().await?;
+    // A failed fsync makes the spool refuse every write until it is reopened:
+    // exit non-zero after a clean drain, so that systemd restarts spoold.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
+    background.spawn(health_loop(spool.clone(), fatal_tx, shutdown_rx.clone()));
+    let fatal = tokio::select! {
+        r = wait_for_signal() => {
+            r?;
+            None
+        }
+        Some(why) = fatal_rx.recv() => {
+            tracing::error!(reason = %why, "spool unusable; shutting down so that it is reopened");
+            Some(why)
+        }
+    };
 
     tracing::info!("shutting down: draining in-flight requests");
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -195,7 +208,62 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     drop(app);
     tokio::task::spawn_blocking(move || spool.close()).await.context("close spool")?;
-    Ok(())
+    match fatal {
+        Some(why) => anyhow::bail!("spool unusable: {why}"),
+        None => Ok(()),
+    }
+}
+
+/// How often readiness and fill levels are checked for log lines and fatal
+/// spool failures: a second is quick for operators, free for the daemon.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Fill level (of `events_max` or `bytes_max`) above which a WARN is logged:
+/// 80% leaves the operator time to act before 503 `spool_full`.
+const FILL_WARN_PERCENT: u64 = 80;
+
+/// Logs readiness changes and fill levels crossing [`FILL_WARN_PERCENT`], and
+/// reports a failed flush as fatal.
+async fn health_loop(
+    spool: spool::Spool,
+    fatal: tokio::sync::mpsc::Sender<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    let mut was_ready = true;
+    let mut was_high = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match spool.check_writable() {
+            Err(spool::SpoolError::FlushFailed(why)) => {
+                let _ = fatal.try_send(why.to_string());
+                return;
+            }
+            Err(e) if was_ready => {
+                tracing::warn!(reason = %e, "not ready: new events are refused");
+                was_ready = false;
+            }
+            Ok(()) if !was_ready => {
+                tracing::info!("ready again: accepting events");
+                was_ready = true;
+            }
+            _ => {}
+        }
+        if let Ok(st) = spool.stats() {
+            let events = st.pending_events + st.dead_events;
+            let pct = (events.saturating_mul(100) / st.events_max.max(1))
+                .max(st.live_bytes.saturating_mul(100) / st.bytes_max.max(1));
+            if pct >= FILL_WARN_PERCENT && !was_high {
+                tracing::warn!(percent = pct, events, bytes = st.live_bytes, "spool filling up");
+                was_high = true;
+            } else if pct + 5 < FILL_WARN_PERCENT && was_high {
+                tracing::info!(percent = pct, events, bytes = st.live_bytes, "spool back under the warning level");
+                was_high = false;
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
