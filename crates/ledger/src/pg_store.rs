@@ -65,7 +65,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
 )];
 
 /// Key of the advisory lock held while migrating (any constant; "offgrid").
-const MIGRATION_LOCK_KEY: i64 = 0x6f66_6667_7269_64;
+const MIGRATION_LOCK_KEY: i64 = 0x006f_6666_6772_6964;
 
 const INSERT_SQL: &str = "INSERT INTO ledger_events
         (id, digest, node, node_seq, received_at, payer, payee, recipient, event)

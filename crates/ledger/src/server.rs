@@ -288,28 +288,26 @@ impl<S: Store> Api<S> {
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let v = percent_decode(v);
-            let uuid = |field: &str| {
-                Uuid::try_parse(&v).map_err(|_| bad_query(field, "must be a UUID"))
-            };
+            let uuid = |field: &str| Uuid::try_parse(&v).map_err(|_| Box::new(bad_query(field, "must be a UUID")));
             let r = match k {
                 "payee" => uuid("payee").map(|u| f.payee = Some(u)),
                 "recipient" => uuid("recipient").map(|u| f.recipient = Some(u)),
                 "payer" => uuid("payer").map(|u| f.payer = Some(u)),
                 "since" => OffsetDateTime::parse(&v, &Rfc3339)
                     .map(|t| f.since = Some(t))
-                    .map_err(|_| bad_query("since", "must be an RFC 3339 timestamp")),
-                "after" => v.parse::<u64>().map(|a| f.after = a).map_err(|_| bad_query("after", "must be a ledger_seq")),
+                    .map_err(|_| Box::new(bad_query("since", "must be an RFC 3339 timestamp"))),
+                "after" => v.parse::<u64>().map(|a| f.after = a).map_err(|_| Box::new(bad_query("after", "must be a ledger_seq"))),
                 "limit" => match v.parse::<usize>() {
                     Ok(n) if (1..=QUERY_LIMIT_MAX).contains(&n) => {
                         f.limit = n;
                         Ok(())
                     }
-                    _ => Err(bad_query("limit", &format!("must be 1 to {QUERY_LIMIT_MAX}"))),
+                    _ => Err(Box::new(bad_query("limit", &format!("must be 1 to {QUERY_LIMIT_MAX}")))),
                 },
-                other => Err(bad_query(other, "unknown parameter")),
+                other => Err(Box::new(bad_query(other, "unknown parameter"))),
             };
             if let Err(resp) = r {
-                return resp;
+                return *resp;
             }
         }
         if let Role::Merchant(own) = role {
