@@ -5,3 +5,4 @@ mod ingest;
 mod forward;
 mod ledger_pg;
 mod observability;
+mod forward_spoold;
