@@ -1,0 +1,207 @@
+//! `bench commit`: durable appends per second through `Spool::append` at 1, 16,
+//! 64 and 256 concurrent writers, against two baselines measured in the same run
+//! on the same disk:
+//! - *bare group flush*: writers insert a record-sized value straight into sled and
+//!   wait for a flush generation of a minimal flusher thread calling
+//!   `Db::flush()` (no framing, no checksum, no id index). This is the ceiling the
+//!   spool's group commit is measured against.
+//! - *flush per write*: one writer that inserts and calls `Db::flush()` for each
+//!   event — what a spool without group commit would get.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use spool::{AppendOutcome, Spool, SpoolConfig};
+use spool_format::Event;
+use tokio::sync::watch;
+
+/// Options of `bench commit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommitArgs {
+    /// Seconds to measure each point.
+    #[arg(long, default_value_t = 3)]
+    pub seconds: u64,
+    /// Writer counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub writers: Vec<usize>,
+    /// Directory for the test spools (default: a temp dir; pick the disk the
+    /// spool will really live on).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+fn event(id: &str) -> Event {
+    Event::from_json_value(&json!({
+        "id": id,
+        "kind": "purchase",
+        "amount": 250,
+        "currency": "L$",
+        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+        "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+        "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+        "occurred_at": "2026-11-24T12:00:00Z",
+        "item": "Mesh Sofa Deluxe (copy/mod)",
+        "region": "Casper Isle",
+        "terminal": "vendor-42",
+        "attributes": {"rental_period_days": "7"}
+    }))
+    .expect("valid bench event")
+}
+
+/// Events per second that `writers` tasks achieve for `secs` with `op`.
+async fn measure<F, Fut>(writers: usize, secs: u64, op: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let op = Arc::clone(&op);
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                op(w, i).await;
+                i += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A minimal group flush over a bare sled `Db`, for the baseline.
+struct BareGroupFlush {
+    db: sled::Db,
+    requested: AtomicU64,
+    durable: watch::Sender<u64>,
+    wake: (std::sync::Mutex<()>, std::sync::Condvar),
+}
+
+impl BareGroupFlush {
+    fn start(db: sled::Db) -> Arc<BareGroupFlush> {
+        let (durable, _) = watch::channel(0);
+        let g = Arc::new(BareGroupFlush {
+            db,
+            requested: AtomicU64::new(0),
+            durable,
+            wake: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
+        });
+        let worker = Arc::clone(&g);
+        std::thread::spawn(move || {
+            let mut done = 0;
+            loop {
+                let target = worker.requested.load(Ordering::SeqCst);
+                if target == u64::MAX {
+                    return;
+                }
+                if target <= done {
+                    let guard = worker.wake.0.lock().expect("lock");
+                    if worker.requested.load(Ordering::SeqCst) <= done {
+                        let _ = worker.wake.1.wait_timeout(guard, Duration::from_millis(1)).expect("wait");
+                    }
+                    continue;
+                }
+                worker.db.flush().expect("flush");
+                done = target;
+                worker.durable.send_replace(target);
+            }
+        });
+        g
+    }
+
+    async fn write(&self, key: u64, value: &[u8]) {
+        self.db.insert(key.to_be_bytes(), value).expect("insert");
+        let t = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let _guard = self.wake.0.lock().expect("lock");
+            self.wake.1.notify_one();
+        }
+        let mut rx = self.durable.subscribe();
+        rx.wait_for(|d| *d >= t).await.expect("flusher alive");
+    }
+
+    fn stop(&self) {
+        self.requested.store(u64::MAX, Ordering::SeqCst);
+        let _guard = self.wake.0.lock().expect("lock");
+        self.wake.1.notify_one();
+    }
+}
+
+fn sled_db(path: &std::path::Path) -> sled::Db {
+    sled::Config::new().path(path).flush_every_ms(None).open().expect("open sled")
+}
+
+pub fn run(args: CommitArgs) -> anyhow::Result<()> {
+    let base = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let record_bytes = spool_format::encode_record(&spool_format::Record {
+        seq: 1,
+        received_at: spool_format::OffsetDateTime::now_utc(),
+        node: "front-1".into(),
+        state: spool_format::State::Pending,
+        attempts: 0,
+        event: event("sl-8f14e45f-ceea-467a-9f1d-1b1b3c7e2e11"),
+    });
+    println!("# bench commit: durable appends/s ({} s per point, record {} bytes)", args.seconds, record_bytes.len());
+    println!("machine: {} cores; dir: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), base.path().display());
+
+    // Flush per write, one writer: the no-group-commit figure.
+    let serial = {
+        let db = sled_db(&base.path().join("serial"));
+        let value = record_bytes.clone();
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(args.seconds) {
+            db.insert(n.to_be_bytes(), value.as_slice())?;
+            db.flush()?;
+            n += 1;
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    };
+    println!("flush per write (1 writer): {serial:.0} events/s");
+    println!();
+    println!("| writers | bare group flush (baseline) | Spool::append | ratio |");
+    println!("|--:|--:|--:|--:|");
+    for &writers in &args.writers {
+        let bare = {
+            let g = BareGroupFlush::start(sled_db(&base.path().join(format!("bare-{writers}"))));
+            let value = Arc::new(record_bytes.clone());
+            let gg = Arc::clone(&g);
+            let rate = rt.block_on(measure(writers, args.seconds, move |w, i| {
+                let g = Arc::clone(&gg);
+                let value = Arc::clone(&value);
+                async move { g.write((w as u64) << 40 | i, &value).await }
+            }));
+            g.stop();
+            rate
+        };
+        let spooled = {
+            let spool = Spool::open(SpoolConfig::for_dir(base.path().join(format!("spool-{writers}"))))?;
+            let s = spool.clone();
+            let rate = rt.block_on(measure(writers, args.seconds, move |w, i| {
+                let s = s.clone();
+                async move {
+                    let out = s.append(event(&format!("w{w}-{i}"))).await.expect("append");
+                    assert!(matches!(out, AppendOutcome::Accepted { .. }));
+                }
+            }));
+            spool.close();
+            rate
+        };
+        println!("| {writers} | {bare:.0} | {spooled:.0} | {:.2} |", spooled / bare);
+    }
+    Ok(())
+}
