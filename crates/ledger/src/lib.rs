@@ -34,4 +34,4 @@ pub mod sled_store;
 pub mod store;
 
 pub use config::{Config, ConfigError, Overrides, Role};
-pub use store::{AnyStore, Filter, IncomingEvent, Outcome, Store, StoreError, StoreStats, StoredEvent};
+pub use store::{AnyStore, Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};

@@ -31,7 +31,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use spool_format::{Event, OffsetDateTime, Uuid};
 use tokio_postgres::NoTls;
 
-use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Store, StoreError, StoreStats, StoredEvent};
+use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};
 
 /// Connections per ledgerd process. 16: enough to keep a few batches and reads
 /// in flight per core; PostgreSQL's default `max_connections` (100) then allows
@@ -345,7 +345,7 @@ impl Store for PgStore {
         }
     }
 
-    async fn query(&self, f: Filter) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn query(&self, f: Filter) -> Result<Page, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM ledger_events
@@ -365,7 +365,9 @@ impl Store for PgStore {
             .query(&stmt, &[&s(f.payee), &s(f.recipient), &s(f.payer), &since, &after, &limit])
             .await
             .map_err(pg_err)?;
-        rows.iter().map(row_to_event).collect()
+        let events: Vec<StoredEvent> = rows.iter().map(row_to_event).collect::<Result<_, _>>()?;
+        let next_after = if events.len() >= f.limit { events.last().map(|e| e.ledger_seq) } else { None };
+        Ok(Page { events, next_after })
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -462,10 +464,10 @@ mod tests {
             .query(Filter { recipient: Uuid::parse_str("4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0").ok(), limit: 1000, ..Filter::default() })
             .await
             .expect("query");
-        assert_eq!(q.len(), 201);
-        assert!(q.windows(2).all(|w| w[0].ledger_seq < w[1].ledger_seq));
+        assert_eq!(q.events.len(), 201);
+        assert!(q.events.windows(2).all(|w| w[0].ledger_seq < w[1].ledger_seq));
         let q = a.query(Filter { payer: Some(Uuid::nil()), limit: 10, ..Filter::default() }).await.expect("query");
-        assert!(q.is_empty());
+        assert!(q.events.is_empty());
         a.drop_schema().await.expect("cleanup");
     }
 

@@ -320,8 +320,8 @@ impl<S: Store> Api<S> {
         let r = self.store.query(f.clone()).await;
         self.note_store(&r);
         match r {
-            Ok(events) => {
-                let next_after = if events.len() >= f.limit { events.last().map(|e| e.ledger_seq) } else { None };
+            Ok(page) => {
+                let (events, next_after) = (page.events, page.next_after);
                 #[derive(Serialize)]
                 struct Page {
                     events: Vec<common::wire::LedgerEvent>,

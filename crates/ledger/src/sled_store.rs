@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use spool_format::{Event, OffsetDateTime, Uuid};
 
-use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Store, StoreError, StoreStats, StoredEvent};
+use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};
 
 /// Index entries a single query may walk past before it returns what it found
 /// (with a cursor): bounds the work one read request can cause.
@@ -282,7 +282,7 @@ impl SledStore {
         }
     }
 
-    fn query_blocking(&self, f: Filter) -> Result<Vec<StoredEvent>, StoreError> {
+    fn query_blocking(&self, f: Filter, scan_max: usize) -> Result<Page, StoreError> {
         let db = &self.inner.db;
         let start_seq = f.after.saturating_add(1);
         let (start, end): (Vec<u8>, Vec<u8>) = if let Some(u) = f.payee {
@@ -294,12 +294,18 @@ impl SledStore {
         } else {
             (seq_key(P_SEQ, start_seq).to_vec(), seq_key(P_SEQ, u64::MAX).to_vec())
         };
-        let mut out = Vec::new();
+        let mut out: Vec<StoredEvent> = Vec::new();
+        let mut last_scanned = None;
         for (scanned, item) in db.range(start..=end).enumerate() {
-            if out.len() >= f.limit || scanned >= QUERY_SCAN_ENTRIES_MAX {
-                break;
+            if out.len() >= f.limit {
+                return Ok(Page { next_after: out.last().map(|e| e.ledger_seq), events: out });
             }
-            let (_, id) = item.map_err(sled_err)?;
+            if scanned >= scan_max {
+                // Bounded work per request: hand back a cursor past what was walked.
+                return Ok(Page { events: out, next_after: last_scanned });
+            }
+            let (k, id) = item.map_err(sled_err)?;
+            last_scanned = Some(tail_seq(&k));
             let id = std::str::from_utf8(&id).map_err(|_| StoreError::Corrupt("index holds a non-UTF-8 id".into()))?;
             let Some(ev) = self.get_blocking(id)? else {
                 return Err(StoreError::Corrupt(format!("index points to missing event {id:?}")));
@@ -314,7 +320,7 @@ impl SledStore {
             }
             out.push(ev);
         }
-        Ok(out)
+        Ok(Page { events: out, next_after: None })
     }
 }
 
@@ -331,9 +337,9 @@ impl Store for SledStore {
         blocking(move || this.get_blocking(&id)).await
     }
 
-    async fn query(&self, filter: Filter) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn query(&self, filter: Filter) -> Result<Page, StoreError> {
         let this = self.clone();
-        blocking(move || this.query_blocking(filter)).await
+        blocking(move || this.query_blocking(filter, QUERY_SCAN_ENTRIES_MAX)).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -402,14 +408,23 @@ mod tests {
 
         let payee_a = Uuid::parse_str(PAYEE_A).expect("uuid");
         let q = s.query(Filter { payee: Some(payee_a), limit: 10, ..Filter::default() }).await.expect("query");
-        assert_eq!(q.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), vec!["a", "c"]);
+        assert_eq!(q.events.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), vec!["a", "c"]);
+        assert_eq!(q.next_after, None);
         let q = s.query(Filter { payee: Some(payee_a), after: 1, limit: 10, ..Filter::default() }).await.expect("query");
-        assert_eq!(q.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), vec!["c"]);
+        assert_eq!(q.events.iter().map(|e| e.event.id.as_str()).collect::<Vec<_>>(), vec!["c"]);
         let q = s.query(Filter { limit: 2, ..Filter::default() }).await.expect("query");
-        assert_eq!(q.iter().map(|e| e.ledger_seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(q.events.iter().map(|e| e.ledger_seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(q.next_after, Some(2));
         let future = OffsetDateTime::now_utc() + time::Duration::hours(1);
         let q = s.query(Filter { since: Some(future), limit: 10, ..Filter::default() }).await.expect("query");
-        assert!(q.is_empty());
+        assert!(q.events.is_empty());
+        // The scan bound: nothing matches in the first 3 entries walked, so the
+        // page is empty but carries a cursor past them; following it finds the rest.
+        let q = s.query_blocking(Filter { since: Some(future), ..Filter { limit: 10, ..Filter::default() } }, 3).expect("query");
+        assert_eq!((q.events.len(), q.next_after), (0, Some(3)));
+        let q = s.query_blocking(Filter { after: 3, limit: 10, ..Filter::default() }, 3).expect("query");
+        assert_eq!(q.events.iter().map(|e| e.ledger_seq).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(q.next_after, None);
     }
 
     #[tokio::test]

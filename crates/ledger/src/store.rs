@@ -43,6 +43,14 @@ pub struct Filter {
     pub limit: usize,
 }
 
+/// One page of a query.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    /// Set when there may be more: pass it as `after` to continue.
+    pub next_after: Option<u64>,
+}
+
 /// An event as stored, with its ledger bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -110,7 +118,7 @@ pub trait Store: Send + Sync + 'static {
     /// The event recorded under `id`.
     fn get(&self, id: &str) -> impl Future<Output = Result<Option<StoredEvent>, StoreError>> + Send;
     /// Events matching `filter`, in `ledger_seq` order.
-    fn query(&self, filter: Filter) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+    fn query(&self, filter: Filter) -> impl Future<Output = Result<Page, StoreError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
     /// `Ok` when the store can serve reads and writes right now.
     fn health(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -213,7 +221,7 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.get(id).await,
         }
     }
-    async fn query(&self, filter: Filter) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn query(&self, filter: Filter) -> Result<Page, StoreError> {
         match self {
             AnyStore::Sled(s) => s.query(filter).await,
             AnyStore::Postgres(s) => s.query(filter).await,
