@@ -260,3 +260,47 @@ async fn forward_dead_letters_only_the_poison_and_the_conflict() {
     assert_eq!(rig.handle.status().events_dead_total, 2);
     rig.stop().await;
 }
+
+/// Heavy variant (OFFGRID_SLOW_TESTS=1): 20 000 events through ~20 s of random
+/// faults (every mode of the proxy, switched every 100–400 ms) plus a SIGKILL
+/// of the ledger every few seconds.
+#[tokio::test]
+async fn forward_slow_random_chaos_soak() {
+    if std::env::var("OFFGRID_SLOW_TESTS").as_deref() != Ok("1") {
+        eprintln!("forward_slow_random_chaos_soak: skipped (set OFFGRID_SLOW_TESTS=1)");
+        return;
+    }
+    let mut ledger = Ledgerd::start().await.expect("start ledgerd");
+    let proxy = Proxy::start(format!("127.0.0.1:{}", ledger.port).parse().expect("addr")).await.expect("proxy");
+    let rig = Rig::start(config(vec![proxy.url()], 4));
+    let mut ids = Vec::new();
+    let modes = [
+        Mode::Pass,
+        Mode::Partition,
+        Mode::Reset,
+        Mode::Blackhole,
+        Mode::Truncate(100),
+        Mode::Delay(Duration::from_millis(800)),
+        Mode::Http500 { percent: 50 },
+        Mode::Lossy { percent: 30 },
+    ];
+    let started = Instant::now();
+    let mut round = 0u64;
+    while started.elapsed() < Duration::from_secs(20) {
+        round += 1;
+        if ids.len() < 20_000 {
+            ids.extend(rig.append(&format!("soak-{round}"), 500).await);
+        }
+        proxy.set_mode(modes[rand::random::<usize>() % modes.len()]);
+        if round % 15 == 0 {
+            ledger.kill9();
+            ledger.spawn().await.expect("restart ledgerd");
+        }
+        tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 300)).await;
+    }
+    proxy.set_mode(Mode::Pass);
+    rig.wait_drained(Duration::from_secs(120)).await;
+    assert_exactly_once(&ledger, &ids).await;
+    assert!(rig.spool.list(StateFilter::Dead, 0, 10).expect("dead").is_empty());
+    rig.stop().await;
+}
