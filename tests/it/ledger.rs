@@ -212,3 +212,40 @@ async fn ledger_on_unreachable_postgres_answers_503_and_ledger_on_postgres_works
     tokio::spawn(conn);
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("cleanup");
 }
+
+#[test]
+fn ledger_cli_check_config_and_bad_config_exit_2_naming_the_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, format!("front:{NODE_TOKEN}:node\n")).expect("write");
+    let run = |config: &str, extra: &[&str]| {
+        let path = tmp.path().join("ledgerd.toml");
+        std::fs::write(&path, config).expect("write config");
+        let out = std::process::Command::new(test_support::bin_path("ledgerd"))
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("run ledgerd");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let good = format!("[store]\nurl = \"sled://{}/s\"\n[auth]\ntokens_file = {:?}\n", tmp.path().display(), tokens);
+    let (code, _, out) = run(&good, &["--check-config"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("configuration ok"), "{out}");
+    assert!(!out.contains(NODE_TOKEN), "never print secrets");
+    for (config, key) in [
+        (format!("{good}[listen]\naddr = \"nowhere\"\n"), "listen.addr"),
+        (format!("{good}[limits]\nbatch_events_max = 0\n"), "limits.batch_events_max"),
+        (format!("{good}[limits]\nbody_bytes_max = \"huge\"\n"), "body_bytes_max"),
+        (format!("{good}[lmits]\n"), "lmits"),
+        (format!("[auth]\ntokens_file = {tokens:?}\n"), "store.url"),
+    ] {
+        let (code, err, _) = run(&config, &["--check-config"]);
+        assert_eq!(code, Some(2), "{config}: {err}");
+        assert!(err.contains(key), "{config}: error should name {key}: {err}");
+    }
+    let (code, err, _) = run(&good, &["--store", "mysql://x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("store.url"), "{err}");
+}

@@ -154,7 +154,13 @@ impl Config {
             .clone()
             .or(raw.store.url)
             .ok_or_else(|| err("store.url", "required (e.g. \"sled:///var/lib/ledgerd\"), or --store"))?;
-        if !(store_url.starts_with("sled://") || store_url.starts_with("postgres://") || store_url.starts_with("postgresql://")) {
+        if let Some(path) = store_url.strip_prefix("sled://") {
+            if !path.starts_with('/') {
+                return Err(err("store.url", "sled:// needs an absolute path, e.g. sled:///var/lib/ledgerd"));
+            }
+        } else if store_url.starts_with("postgres://") || store_url.starts_with("postgresql://") {
+            crate::pg_store::check_url(&store_url).map_err(|e| err("store.url", e.to_string()))?;
+        } else {
             return Err(err("store.url", "must start with sled:// or postgres://"));
         }
         let tokens_file = over
@@ -251,6 +257,9 @@ mod tests {
         check(&format!("{base}[listen]\nadr = \"127.0.0.1:1\"\n"), "adr");
         check(&format!("{base}[limits]\nbody_bytes_max = \"lots\"\n"), "body_bytes_max");
         check(&format!("[auth]\ntokens_file = {:?}\n", p), "store.url");
+        check(&format!("[store]\nurl = \"sled://relative\"\n[auth]\ntokens_file = {:?}\n", p), "store.url");
+        check(&format!("[store]\nurl = \"postgres://u@h/db?schema=Bad-Name\"\n[auth]\ntokens_file = {:?}\n", p), "store.url");
+        check(&format!("[store]\nurl = \"postgres://u@h:notaport/db\"\n[auth]\ntokens_file = {:?}\n", p), "store.url");
         check("[store]\nurl = \"sled:///tmp/x\"\n", "auth.tokens_file");
         let (_d2, p2) = tokens("m:0123456789abcdef03:merchant\n");
         check(&format!("[store]\nurl = \"sled:///tmp/x\"\n[auth]\ntokens_file = {:?}\n", p2), "auth.tokens_file");

@@ -136,6 +136,14 @@ fn split_schema(url: &str) -> Result<(String, Option<String>), StoreError> {
     Ok((base, schema))
 }
 
+/// Checks a postgres store URL without connecting (for config validation).
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    let (base, _) = split_schema(url)?;
+    base.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| StoreError::Config(format!("postgres url: {e}")))
+}
+
 fn row_to_event(row: &tokio_postgres::Row) -> Result<StoredEvent, StoreError> {
     let ledger_seq: i64 = row.try_get(0).map_err(pg_err)?;
     let node: String = row.try_get(1).map_err(pg_err)?;

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use spool_format::{Event, OffsetDateTime, Uuid};
 use time::format_description::well_known::Rfc3339;
+use tracing::Instrument as _;
 
 use crate::config::Role;
 use crate::store::{Filter, IncomingEvent, Outcome, Store, StoreError};
@@ -213,9 +214,13 @@ impl<S: Store> Api<S> {
             }
         }
         let span = tracing::info_span!("batch", node = %batch.node, events = batch.events.len());
-        let _e = span.enter();
         let ids: Vec<String> = valid.iter().map(|v| v.event.id.clone()).collect();
-        let outcome = if valid.is_empty() { Ok(Vec::new()) } else { self.store.record_batch(&batch.node, valid).await };
+        let outcome = if valid.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.record_batch(&batch.node, valid).instrument(span.clone()).await
+        };
+        let _e = span.enter();
         self.note_store(&outcome);
         let outcomes = match outcome {
             Ok(o) => o,
