@@ -304,3 +304,51 @@ async fn forward_slow_random_chaos_soak() {
     assert!(rig.spool.list(StateFilter::Dead, 0, 10).expect("dead").is_empty());
     rig.stop().await;
 }
+
+/// A record that becomes pending behind the forwarder's cursor (here a dead
+/// letter requeued by an operator) is sent while the forwarder is still busy
+/// with the backlog, not only once it is idle.
+#[tokio::test]
+async fn forward_finds_records_requeued_behind_the_cursor_while_busy() {
+    let ledger = Ledgerd::start().await.expect("start ledgerd");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/batches", ledger.url))
+        .bearer_auth(NODE_TOKEN)
+        .json(&json!({"node": "front-other", "events": [
+            {"seq": 1, "received_at": "2026-11-24T12:00:00Z", "event": event("clash", 999).to_json_value()}
+        ]}))
+        .send()
+        .await
+        .expect("seed");
+    assert_eq!(r.status().as_u16(), 200);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", ledger.port).parse().expect("addr")).await.expect("proxy");
+    // Every batch takes a while: the backlog keeps the forwarder busy for seconds.
+    proxy.set_mode(Mode::Delay(Duration::from_millis(40)));
+    let mut cfg = config(vec![proxy.url()], 1);
+    cfg.batch_events_max = 20;
+    cfg.rescan_interval = Duration::from_millis(200);
+    let rig = Rig::start(cfg);
+    rig.spool.append(event("clash", 1)).await.expect("append clash");
+    rig.append("busy", 1500).await;
+    let clash_seq = rig.spool.lookup("clash").expect("lookup").expect("spooled").seq;
+    let state = |seq| rig.spool.get(seq).expect("get").expect("record");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(state(clash_seq).state, State::Dead { .. }) {
+        assert!(Instant::now() < deadline, "clash never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rig.spool.requeue(clash_seq).await.expect("requeue"), "requeue the dead letter");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = state(clash_seq);
+        if matches!(r.state, State::Dead { .. }) && r.attempts >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "requeued record not sent again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rig.pending() > 0, "the requeued record was sent again while the backlog was still draining");
+    proxy.set_mode(Mode::Pass);
+    rig.wait_drained(Duration::from_secs(30)).await;
+    rig.stop().await;
+}

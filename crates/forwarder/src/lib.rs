@@ -29,9 +29,10 @@
 
 pub mod policy;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::wire::{BatchResults, LedgerBatch, LedgerBatchEvent, LedgerResult, LedgerStatus};
 use prometheus_client::metrics::counter::Counter;
@@ -50,6 +51,11 @@ use policy::{decide, parse_retry_after, Ceiling, Decision, Reply, RetryKind, Wor
 /// [`ForwarderHandle::wake`]: short enough that an event reaches the ledger
 /// within a fraction of a second, long enough to cost nothing.
 pub const IDLE_POLL_DEFAULT: Duration = Duration::from_millis(200);
+/// How often a busy forwarder scans the pending queue from the start to pick
+/// up records that became pending behind its cursor: rare events (requeues, a
+/// late-visible concurrent append), so a few seconds of delay is fine, and the
+/// scan costs one read of at most `inflight × batch` records to skip.
+pub const RESCAN_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for batches in flight before abandoning them (they
 /// stay pending and are sent again after the restart).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -101,6 +107,8 @@ pub struct ForwarderConfig {
     pub retry_max: Duration,
     /// Poll interval when the spool is empty (see [`IDLE_POLL_DEFAULT`]).
     pub idle_poll: Duration,
+    /// Interval of scans from the start while busy (see [`RESCAN_INTERVAL_DEFAULT`]).
+    pub rescan_interval: Duration,
 }
 
 impl ForwarderConfig {
@@ -117,6 +125,7 @@ impl ForwarderConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
             idle_poll: IDLE_POLL_DEFAULT,
+            rescan_interval: RESCAN_INTERVAL_DEFAULT,
         }
     }
 }
@@ -225,9 +234,9 @@ impl ForwarderHandle {
         self.shared.wake.notify_one();
     }
 
-    /// Makes the forwarder read the pending queue from the start again once
-    /// its batches in flight are done: call after records were put back in
-    /// the pending state behind its cursor (`dlq retry`, import).
+    /// Makes the forwarder read the pending queue from the start again now
+    /// (skipping what is in flight): call after records were put back in the
+    /// pending state behind its cursor (`dlq retry`, import).
     pub fn rescan(&self) {
         self.shared.rescan.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
@@ -295,22 +304,41 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, spool::SpoolE
 async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let mut cursor = 0u64;
     let mut inflight: JoinSet<()> = JoinSet::new();
+    // Seqs of the records in flight, by task: a scan from the start skips them,
+    // so nothing is sent twice at once. Bounded by inflight × batch_events_max.
+    let mut inflight_seqs: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
+    let mut busy: HashSet<u64> = HashSet::new();
+    let mut last_scan_from_start = Instant::now();
     let max = ctx.cfg.inflight_batches_max;
     tracing::info!(node = %ctx.cfg.node_id, urls = ?ctx.cfg.urls, "forwarder started");
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let rescan = ctx.shared.rescan.load(Ordering::SeqCst);
+        // Records can become pending behind the cursor: a concurrent append
+        // whose seq was taken before a later one became visible, a dead letter
+        // requeued, an import. Scanning from the start now and then (and on
+        // request) finds them even when the forwarder is never idle.
+        if ctx.shared.rescan.swap(false, Ordering::SeqCst) || last_scan_from_start.elapsed() >= ctx.cfg.rescan_interval {
+            cursor = 0;
+            last_scan_from_start = Instant::now();
+        }
         let mut read_failed = false;
-        while !rescan && inflight.len() < max {
+        while inflight.len() < max {
             let (spool, after) = (ctx.spool.clone(), cursor);
             let (n, b) = (ctx.cfg.batch_events_max, ctx.cfg.batch_bytes_max);
             match blocking(move || spool.read_pending(after, n, b)).await {
                 Ok(records) if records.is_empty() => break,
                 Ok(records) => {
                     cursor = records.last().map_or(cursor, |r| r.seq);
-                    inflight.spawn(forward_batch(Arc::clone(&ctx), records, shutdown.clone()));
+                    let fresh: Vec<Record> = records.into_iter().filter(|r| !busy.contains(&r.seq)).collect();
+                    if fresh.is_empty() {
+                        continue;
+                    }
+                    let seqs: Vec<u64> = fresh.iter().map(|r| r.seq).collect();
+                    busy.extend(seqs.iter().copied());
+                    let handle = inflight.spawn(forward_batch(Arc::clone(&ctx), fresh, shutdown.clone()));
+                    inflight_seqs.insert(handle.id(), seqs);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "read pending records failed");
@@ -321,13 +349,10 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         }
         set_inflight(&ctx, inflight.len());
         if inflight.is_empty() {
-            // Idle: everything sent so far is answered, so start the next scan
-            // from the beginning; this picks up records requeued behind the cursor.
+            // Idle: everything sent so far is answered; the next scan starts
+            // from the beginning.
             cursor = 0;
-            if rescan {
-                ctx.shared.rescan.store(false, Ordering::SeqCst);
-                continue;
-            }
+            last_scan_from_start = Instant::now();
             let pause = if read_failed { ctx.cfg.retry_max.min(Duration::from_secs(1)) } else { ctx.cfg.idle_poll };
             tokio::select! {
                 // A dropped sender means the daemon is gone: stop as for shutdown.
@@ -336,14 +361,21 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
                 _ = tokio::time::sleep(pause) => {}
             }
         } else {
-            let room = inflight.len() < max && !rescan;
+            let room = inflight.len() < max;
             tokio::select! {
                 changed = shutdown.changed() => if changed.is_err() { break },
-                Some(done) = inflight.join_next() => {
-                    if let Err(e) = done {
-                        // A panic in a batch task is a bug; its records stay
-                        // pending and are picked up by the next scan.
-                        tracing::error!(error = %e, "forward task failed");
+                Some(done) = inflight.join_next_with_id() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            // A panic in a batch task is a bug; its records stay
+                            // pending and are picked up by the next scan.
+                            tracing::error!(error = %e, "forward task failed");
+                            e.id()
+                        }
+                    };
+                    for seq in inflight_seqs.remove(&id).unwrap_or_default() {
+                        busy.remove(&seq);
                     }
                 }
                 _ = ctx.shared.wake.notified(), if room => {}
