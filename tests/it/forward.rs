@@ -156,7 +156,7 @@ async fn forward_through_flapping_network_and_ledger_sigkill_keeps_seq_order() {
     // One batch in flight: the ledger must then record this node's events in seq order.
     let rig = Rig::start(config(vec![proxy.url()], 1));
     let mut ids = rig.append("flap-a", 400).await;
-    for mode in [Mode::Partition, Mode::Pass, Mode::Reset, Mode::Pass, Mode::Partition, Mode::Pass] {
+    for mode in [Mode::Partition, Mode::Pass, Mode::Reset, Mode::Pass, Mode::Refuse, Mode::Pass, Mode::Close, Mode::Pass] {
         proxy.set_mode(mode);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -283,6 +283,8 @@ async fn forward_slow_random_chaos_soak() {
         Mode::Delay(Duration::from_millis(800)),
         Mode::Http500 { percent: 50 },
         Mode::Lossy { percent: 30 },
+        Mode::Refuse,
+        Mode::Close,
     ];
     let started = Instant::now();
     let mut round = 0u64;

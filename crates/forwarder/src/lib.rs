@@ -406,6 +406,7 @@ async fn forward_batch(ctx: Arc<Ctx>, records: Vec<Record>, mut shutdown: watch:
             first_seq = sub.first().map_or(0, |r| r.seq),
             last_seq = sub.last().map_or(0, |r| r.seq),
             events = sub.len(),
+            attempt = tracing::field::Empty,
         );
         match send_until_answered(&ctx, &sub, &mut shutdown).instrument(span.clone()).await {
             None => return,
@@ -481,6 +482,7 @@ async fn send_until_answered(ctx: &Ctx, sub: &[Record], shutdown: &mut watch::Re
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);
+        tracing::Span::current().record("attempt", attempt);
         let idx = ctx.shared.url_index.load(Ordering::SeqCst) % ctx.cfg.urls.len();
         let url = &ctx.cfg.urls[idx];
         ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).attempts_total += 1;

@@ -32,6 +32,12 @@ pub enum Mode {
     /// Network partition: new connections are reset at once, existing ones are
     /// reset too.
     Partition,
+    /// Nothing listens: the listening socket is closed, so connects are
+    /// refused (ECONNREFUSED); existing connections are reset. Switching to
+    /// another mode listens again on the same port.
+    Refuse,
+    /// Accept, then close at once (FIN) without reading or answering.
+    Close,
     /// For each request chunk, with probability `percent`/100, answer a canned
     /// `HTTP 500` and close instead of forwarding.
     Http500 { percent: u8 },
@@ -70,13 +76,28 @@ impl Proxy {
         let conns = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             let mut set = JoinSet::new();
+            let mut listener = Some(listener);
+            let mut mode_rx = rx.clone();
             loop {
+                let refuse = *mode_rx.borrow() == Mode::Refuse;
+                if refuse {
+                    listener = None;
+                } else if listener.is_none() {
+                    match rebind(addr) {
+                        Ok(l) => listener = Some(l),
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                }
                 tokio::select! {
-                    accepted = listener.accept() => {
+                    accepted = async { match &listener { Some(l) => l.accept().await, None => std::future::pending().await } } => {
                         let Ok((client, _)) = accepted else { continue };
                         conns.fetch_add(1, Ordering::Relaxed);
                         set.spawn(handle(client, target, rx.clone()));
                     }
+                    changed = mode_rx.changed() => if changed.is_err() { return },
                     Some(_) = set.join_next(), if !set.is_empty() => {}
                 }
             }
@@ -109,6 +130,14 @@ impl Drop for Proxy {
     }
 }
 
+/// Listens again on `addr` (SO_REUSEADDR, so a just-closed port is reusable).
+fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 fn reset(s: &TcpStream) {
     let _ = s.set_zero_linger();
 }
@@ -116,8 +145,12 @@ fn reset(s: &TcpStream) {
 async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<Mode>) {
     let _ = client.set_nodelay(true);
     let m = *mode.borrow();
-    if matches!(m, Mode::Partition | Mode::Reset) {
+    if matches!(m, Mode::Partition | Mode::Reset | Mode::Refuse) {
         reset(&client);
+        return;
+    }
+    if m == Mode::Close {
+        drop(client);
         return;
     }
     let server = match TcpStream::connect(target).await {
@@ -141,7 +174,7 @@ async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver
                 if changed.is_err() {
                     return;
                 }
-                if matches!(*mode.borrow(), Mode::Partition | Mode::Reset) {
+                if matches!(*mode.borrow(), Mode::Partition | Mode::Reset | Mode::Refuse) {
                     reset(cw.as_ref());
                     reset(sw.as_ref());
                     return;
@@ -158,7 +191,8 @@ async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver
                     Mode::Pass | Mode::Truncate(_) => {}
                     Mode::Delay(d) => tokio::time::sleep(d).await,
                     Mode::Blackhole => continue,
-                    Mode::Reset | Mode::Partition => {
+                    Mode::Close => return,
+                    Mode::Reset | Mode::Partition | Mode::Refuse => {
                         reset(cw.as_ref());
                         reset(sw.as_ref());
                         return;
@@ -201,10 +235,11 @@ async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver
                         }
                         continue;
                     }
-                    Mode::Reset | Mode::Partition => {
+                    Mode::Reset | Mode::Partition | Mode::Refuse => {
                         reset(cw.as_ref());
                         return;
                     }
+                    Mode::Close => return,
                     _ => {}
                 }
                 if cw.write_all(&sbuf[..n]).await.is_err() {
@@ -267,7 +302,14 @@ mod tests {
         p.set_mode(Mode::Http500 { percent: 100 });
         let r = roundtrip(p.addr, b"GET / HTTP/1.1\r\n\r\n").await.expect("500");
         assert!(r.starts_with(b"HTTP/1.1 500"));
+        p.set_mode(Mode::Close);
+        assert!(roundtrip(p.addr, b"hello").await.map(|v| v.is_empty()).unwrap_or(true));
+        p.set_mode(Mode::Refuse);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = TcpStream::connect(p.addr).await.expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
         p.set_mode(Mode::Pass);
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(roundtrip(p.addr, b"again").await.expect("pass"), b"again");
         assert!(p.connections() >= 6);
     }
