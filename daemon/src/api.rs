@@ -259,7 +259,15 @@ impl App {
             }
         })?;
         let id = event.id.clone();
-        match self.spool.append(event).await {
+        // sled blocks writers while a group commit's flush runs; on the
+        // blocking pool that stalls one thread, not an async worker that also
+        // reads other connections' requests (which then join the next commit).
+        let spool = self.spool.clone();
+        let handle = tokio::runtime::Handle::current();
+        let appended = tokio::task::spawn_blocking(move || handle.block_on(spool.append(event)))
+            .await
+            .unwrap_or_else(|e| Err(SpoolError::Storage(format!("append task failed: {e}"))));
+        match appended {
             Ok(AppendOutcome::Accepted { seq }) => {
                 self.wake_forwarder();
                 Ok(("accepted", json_response(StatusCode::ACCEPTED, &IngestAck { id, seq, status: "accepted".into() })))

@@ -227,6 +227,44 @@ async fn run_batch(t: Arc<Target>, conns: usize, size: usize, dur: Duration) -> 
     Ok((events as f64 / start.elapsed().as_secs_f64(), errors))
 }
 
+/// The spool alone, in this process, no HTTP: `conns` tasks appending one
+/// event at a time (single) or `size` at a time (batch). Attributes the cost:
+/// what spoold adds over it is HTTP, auth, parsing and validation.
+async fn run_spool_direct(dir: &std::path::Path, conns: usize, size: usize, dur: Duration) -> anyhow::Result<f64> {
+    let spool = spool::Spool::open(spool::SpoolConfig::for_dir(dir))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..conns {
+        let spool = spool.clone();
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            let deadline = Instant::now() + dur;
+            while Instant::now() < deadline {
+                let events: Vec<spool_format::Event> = (0..size)
+                    .map(|_| spool_format::Event::parse_json(event_json(&next_id("direct")).as_bytes()))
+                    .collect::<Result<_, _>>()?;
+                if size == 1 {
+                    for e in events {
+                        spool.append(e).await?;
+                        n += 1;
+                    }
+                } else {
+                    let results = spool.append_batch(events).await;
+                    n += results.iter().filter(|r| r.is_ok()).count() as u64;
+                }
+            }
+            anyhow::Ok(n)
+        });
+    }
+    let mut total = 0u64;
+    while let Some(r) = tasks.join_next().await {
+        total += r??;
+    }
+    let eps = total as f64 / start.elapsed().as_secs_f64();
+    tokio::task::spawn_blocking(move || spool.close()).await?;
+    Ok(eps)
+}
+
 // ---------------------------------------------------------------------------
 // Processes.
 
@@ -269,6 +307,26 @@ async fn wait_port(addr: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Group commits so far, from spoold's own metrics: how many, how long, how
+/// many write requests each made durable.
+async fn print_commit_metrics(port: u16) {
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else { return };
+    let Ok(text) = r.text().await else { return };
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    let commits = value("spoold_commit_duration_seconds_count ");
+    let secs = value("spoold_commit_duration_seconds_sum ");
+    let requests = value("spoold_commit_batch_events_sum ");
+    println!(
+        "         spoold group commits so far: {commits:.0}, mean {:.2} ms, mean {:.1} write requests each",
+        secs * 1e3 / commits.max(1.0),
+        requests / commits.max(1.0)
+    );
 }
 
 async fn bench(args: IngestArgs) -> anyhow::Result<()> {
@@ -349,6 +407,9 @@ async fn bench(args: IngestArgs) -> anyhow::Result<()> {
             r.errors
         );
         singles.push(r);
+        if t.name == "spoold" {
+            print_commit_metrics(port).await;
+        }
     }
     let mut batches = Vec::new();
     for t in [&echo, &spool] {
@@ -356,7 +417,17 @@ async fn bench(args: IngestArgs) -> anyhow::Result<()> {
         let (eps, errors) = run_batch(Arc::clone(t), args.batch_connections, args.batch_size, dur).await?;
         println!("  batch  {:<7} {:>10.0} ev/s  errors {}", t.name, eps, errors);
         batches.push(eps);
+        if t.name == "spoold" {
+            print_commit_metrics(port).await;
+        }
     }
+
+    let direct_single =
+        run_spool_direct(&base.path().join("direct-single"), args.connections, 1, dur).await?;
+    println!("  single spool.append in-process {direct_single:>10.0} ev/s");
+    let direct_batch =
+        run_spool_direct(&base.path().join("direct-batch"), args.batch_connections, args.batch_size, dur).await?;
+    println!("  batch  spool.append_batch in-process {direct_batch:>10.0} ev/s");
 
     let (e, s) = (&singles[0], &singles[1]);
     println!();
@@ -382,6 +453,13 @@ async fn bench(args: IngestArgs) -> anyhow::Result<()> {
         batches[0],
         batches[1],
         batches[1] / batches[0].max(1.0)
+    );
+    println!(
+        "| spool alone (in-process, no HTTP): single {:.0} ev/s, batch {:.0} ev/s; spoold reaches {:.2}x and {:.2}x of it",
+        direct_single,
+        direct_batch,
+        s.events_per_sec / direct_single.max(1.0),
+        batches[1] / direct_batch.max(1.0)
     );
     println!(
         "\ngoals: single-event >= 0.60x echo with p99 <= 5 ms at 64 conns; batch >= 250k ev/s (spoold: {:.0})",
