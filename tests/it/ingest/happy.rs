@@ -137,6 +137,9 @@ async fn ingest_auth_is_required_on_every_v1_route() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(depth(&c, &s).await, (0, 1), "nothing spooled without a valid token");
+    // The scheme is case-insensitive (RFC 9110).
+    let r = send(c.get(s.url("/v1/status")).header("authorization", format!("bearer {TEST_TOKEN}"))).await.expect("request");
+    assert_eq!(r.status, 200, "{:?}", r.body);
     // Operators' endpoints need no token.
     assert_eq!(get_status_code(&c, &s, "/healthz").await, 200);
     assert_eq!(get_status_code(&c, &s, "/readyz").await, 200);

@@ -6,6 +6,7 @@
 
 mod backpressure;
 mod bad_input;
+mod config;
 mod crash;
 mod disk_full;
 mod forward;
