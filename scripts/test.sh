@@ -41,4 +41,4 @@ fi
 # Build every binary first: the end-to-end tests start spoold, ledgerd and
 # spoolctl as child processes.
 cargo build --workspace --locked --bins
-cargo test --workspace --locked -- --test-threads="${OFFGRID_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${OFFGRID_TEST_THREADS:-2}"
