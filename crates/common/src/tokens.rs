@@ -95,11 +95,23 @@ impl TokenSet {
     }
 
     /// The token presented in an `Authorization: Bearer <secret>` header value.
+    /// The scheme is case-insensitive (RFC 9110 §11.1), the secret is not.
     pub fn authenticate(&self, header: Option<&[u8]>) -> Option<&Token> {
-        let h = header?;
-        let secret = h.strip_prefix(b"Bearer ")?;
-        self.find(secret)
+        self.find(bearer_secret(header?)?)
     }
+}
+
+/// The secret of an `Authorization: Bearer <secret>` header value: the scheme
+/// matched case-insensitively, then exactly one space.
+pub fn bearer_secret(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") || rest.is_empty() {
+        return None;
+    }
+    Some(rest)
+}
+
+impl TokenSet {
 }
 
 #[cfg(test)]
@@ -115,6 +127,9 @@ mod tests {
         assert_eq!(t.name, "admin");
         assert_eq!(t.extra, vec!["admin".to_owned()]);
         assert!(set.authenticate(Some(b"Bearer abcdefabcdefabcdeX")).is_none());
+        assert!(set.authenticate(Some(b"bEaReR abcdefabcdefabcdef")).is_some(), "scheme is case-insensitive");
+        assert!(set.authenticate(Some(b"Basic abcdefabcdefabcdef")).is_none());
+        assert!(set.authenticate(Some(b"Bearer ")).is_none());
         assert!(set.authenticate(Some(b"abcdefabcdefabcdef")).is_none());
         assert!(set.authenticate(None).is_none());
         assert!(!format!("{set:?}").contains("abcdef"), "Debug must not print secrets");
