@@ -78,8 +78,9 @@ const P_ACKED: u8 = b'a';
 const P_ID: u8 = b'i';
 const P_QUARANTINE: u8 = b'q';
 const META_NEXT_SEQ: &[u8] = b"mnext_seq";
-/// Present only while the spool is closed cleanly ([`Spool::close`]); its absence
-/// at open means the last run crashed, and the indexes are checked and repaired.
+/// Present only while the spool is closed cleanly ([`Spool::close`]), holding the
+/// counters at close; its absence at open means the last run crashed: the
+/// records are scanned, the counters rebuilt and the indexes repaired.
 const META_CLEAN: &[u8] = b"mclean";
 
 /// Limits and identity of a spool. Built from the validated daemon config.
@@ -215,6 +216,60 @@ pub struct VerifyReport {
 pub struct Quarantined {
     pub seq: u64,
     pub bytes: usize,
+}
+
+/// The counters as saved in the clean-shutdown marker: seven u64 LE (pending,
+/// dead, acked, live bytes, acked bytes, quarantined, next seq), then CRC32C.
+struct CounterSnapshot {
+    values: [u64; 6],
+    next_seq: u64,
+}
+
+impl CounterSnapshot {
+    const BYTES: usize = 7 * 8 + 4;
+
+    fn take(c: &Counters, next_seq: u64) -> CounterSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        CounterSnapshot {
+            values: [l(&c.pending), l(&c.dead), l(&c.acked), l(&c.live_bytes), l(&c.acked_bytes), l(&c.quarantined)],
+            next_seq,
+        }
+    }
+
+    fn restore(&self, c: &Counters) {
+        let [pending, dead, acked, live_bytes, acked_bytes, quarantined] = self.values;
+        c.pending.store(pending, Ordering::SeqCst);
+        c.dead.store(dead, Ordering::SeqCst);
+        c.acked.store(acked, Ordering::SeqCst);
+        c.live_bytes.store(live_bytes, Ordering::SeqCst);
+        c.acked_bytes.store(acked_bytes, Ordering::SeqCst);
+        c.quarantined.store(quarantined, Ordering::SeqCst);
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::BYTES);
+        for v in self.values.iter().chain(std::iter::once(&self.next_seq)) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<CounterSnapshot> {
+        if b.len() != Self::BYTES {
+            return None;
+        }
+        let (body, crc) = b.split_at(Self::BYTES - 4);
+        if crc32c::crc32c(body).to_le_bytes() != crc {
+            return None;
+        }
+        let mut v = [0u64; 7];
+        for (i, chunk) in body.chunks_exact(8).enumerate() {
+            v[i] = u64::from_le_bytes(chunk.try_into().ok()?);
+        }
+        Some(CounterSnapshot { values: [v[0], v[1], v[2], v[3], v[4], v[5]], next_seq: v[6] })
+    }
 }
 
 struct Counters {
@@ -360,7 +415,21 @@ impl Spool {
             }
             _ => 1,
         };
-        let clean = db.remove(META_CLEAN)?.is_some();
+        let marker = db.remove(META_CLEAN)?;
+        // Make the marker's removal durable before anything else is written:
+        // from here on, a crash must lead to the repair pass.
+        db.flush()?;
+        let clean = marker.is_some();
+        if let Some(snapshot) = marker.as_deref().and_then(CounterSnapshot::decode) {
+            // Closed cleanly: the counters saved at close are exact, and no
+            // scan of the records is needed (restart time does not grow with
+            // the backlog).
+            snapshot.restore(&counters);
+            next_seq = next_seq.max(snapshot.next_seq);
+            let commit = GroupCommit::start(db.clone(), observer);
+            let disk = DiskGuard::new(cfg.dir.clone());
+            return Ok(Spool::assemble(cfg, db, commit, next_seq, counters, disk));
+        }
         let mut repairs = 0u64;
         for item in db.scan_prefix([P_RECORD]) {
             let (k, v) = item?;
@@ -401,7 +470,18 @@ impl Spool {
         }
         let commit = GroupCommit::start(db.clone(), observer);
         let disk = DiskGuard::new(cfg.dir.clone());
-        Ok(Spool {
+        Ok(Spool::assemble(cfg, db, commit, next_seq, counters, disk))
+    }
+
+    fn assemble(
+        cfg: SpoolConfig,
+        db: sled::Db,
+        commit: Arc<GroupCommit>,
+        next_seq: u64,
+        counters: Counters,
+        disk: DiskGuard,
+    ) -> Spool {
+        Spool {
             inner: Arc::new(Inner {
                 cfg,
                 db,
@@ -412,7 +492,7 @@ impl Spool {
                 counters,
                 disk,
             }),
-        })
+        }
     }
 
     pub fn config(&self) -> &SpoolConfig {
@@ -991,7 +1071,12 @@ impl Spool {
     pub fn close(&self) {
         self.inner.commit.shutdown();
         let db = &self.inner.db;
-        let marked = db.insert(META_CLEAN, Vec::new()).and_then(|_| db.flush());
+        let snapshot = {
+            // No transition may run while the snapshot is taken.
+            let _t = self.inner.transition.lock().unwrap_or_else(|p| p.into_inner());
+            CounterSnapshot::take(&self.inner.counters, self.inner.next_seq.load(Ordering::SeqCst))
+        };
+        let marked = db.insert(META_CLEAN, snapshot.encode()).and_then(|_| db.flush());
         if let Err(e) = marked {
             tracing::warn!(error = %e, "could not mark the spool closed cleanly; the next open will check its indexes");
         }
