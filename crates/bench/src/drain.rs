@@ -98,6 +98,7 @@ async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
 
 struct DrainResult {
     events_per_sec: f64,
+    rss_start_kib: u64,
     rss_max_kib: u64,
 }
 
@@ -111,7 +112,8 @@ async fn drain(spool: &Spool, ledger_url: &str, args: &DrainArgs) -> anyhow::Res
     let pending0 = spool.stats()?.pending_events;
     let started = Instant::now();
     let (_handle, task) = forwarder::spawn(spool.clone(), cfg, metrics.clone(), rx)?;
-    let mut rss_max = 0;
+    let rss_start = rss_kib().0;
+    let mut rss_max = rss_start;
     let mut last_report = Instant::now();
     loop {
         let pending = spool.stats()?.pending_events;
@@ -132,7 +134,7 @@ async fn drain(spool: &Spool, ledger_url: &str, args: &DrainArgs) -> anyhow::Res
     if retries > 0 {
         println!("    ({retries} retries during the drain)");
     }
-    Ok(DrainResult { events_per_sec: pending0 as f64 / secs, rss_max_kib: rss_max })
+    Ok(DrainResult { events_per_sec: pending0 as f64 / secs, rss_start_kib: rss_start, rss_max_kib: rss_max })
 }
 
 async fn pg_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -209,7 +211,12 @@ async fn run_async(args: DrainArgs) -> anyhow::Result<()> {
     )
     .await?;
     let sled = drain(&spool, &ledger.url, &args).await?;
-    println!("  drained at {:.0} events/s, forwarder process RSS max {} MiB", sled.events_per_sec, sled.rss_max_kib / 1024);
+    println!(
+        "  drained at {:.0} events/s; process RSS {} MiB at drain start, {} MiB max during the drain",
+        sled.events_per_sec,
+        sled.rss_start_kib / 1024,
+        sled.rss_max_kib / 1024
+    );
     drop(ledger);
     spool.close();
     drop(spool);
@@ -230,7 +237,12 @@ async fn run_async(args: DrainArgs) -> anyhow::Result<()> {
     drop(ledger);
     let result = async {
         let pg = pg?;
-        println!("  drained at {:.0} events/s, forwarder process RSS max {} MiB", pg.events_per_sec, pg.rss_max_kib / 1024);
+        println!(
+            "  drained at {:.0} events/s; process RSS {} MiB at drain start, {} MiB max during the drain",
+            pg.events_per_sec,
+            pg.rss_start_kib / 1024,
+            pg.rss_max_kib / 1024
+        );
         println!("baseline: direct single-row INSERTs, {} connections, {} s:", args.inflight, args.baseline_seconds);
         let base = baseline(&args.pg_url, &schema, args.inflight, args.baseline_seconds).await?;
         println!("  {base:.0} events/s");
