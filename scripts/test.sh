@@ -4,13 +4,13 @@
 # end-to-end and crash tests that start the real spoold and ledgerd binaries.
 #
 # Environment:
-#   OFFGRID_TEST_PG_URL   PostgreSQL for the store tests
+#   OFFGRID_PG_URL   PostgreSQL for the store tests
 #                         (default postgres://postgres@127.0.0.1:5432/test)
 #   OFFGRID_SLOW_TESTS=1  also run the long variants (crash loops at full scale)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export OFFGRID_TEST_PG_URL="${OFFGRID_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export OFFGRID_PG_URL="${OFFGRID_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 ensure_postgres() {
   if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
