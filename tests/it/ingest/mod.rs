@@ -11,6 +11,7 @@ mod crash;
 mod disk_full;
 mod forward;
 mod happy;
+mod sd_notify;
 mod shutdown;
 mod slowloris;
 
