@@ -120,19 +120,6 @@ fn spool_error_response(e: &SpoolError) -> Refusal {
     Refusal::new(code, r)
 }
 
-/// The secret of an `Authorization: Bearer <secret>` header. The scheme is
-/// case-insensitive (RFC 9110 §11.1); the secret must not be empty.
-fn bearer_secret(header: Option<&[u8]>) -> Option<&[u8]> {
-    let h = header?;
-    let space = h.iter().position(|b| *b == b' ')?;
-    let (scheme, rest) = h.split_at(space);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
-    }
-    let secret = rest.trim_ascii();
-    (!secret.is_empty()).then_some(secret)
-}
-
 fn invalid_event(e: &spool_format::FieldError) -> ErrorDetail {
     ErrorDetail::new("invalid_event", e.to_string()).with_field(e.field.clone())
 }
@@ -164,7 +151,8 @@ impl App {
         // Authentication comes first, before routing: an anonymous client learns
         // nothing, not even which routes exist.
         let auth = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if bearer_secret(auth).and_then(|secret| self.tokens.find(secret)).is_none() {
+        // The scheme is matched case-insensitively (RFC 9110), in `common`.
+        if self.tokens.authenticate(auth).is_none() {
             self.metrics.ingest("unauthorized");
             let mut r = err(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
             r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -536,19 +524,3 @@ impl App {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::bearer_secret;
-
-    #[test]
-    fn bearer_header_parsing() {
-        assert_eq!(bearer_secret(Some(b"Bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer_secret(Some(b"bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer_secret(Some(b"BEARER  abc ")), Some(&b"abc"[..]));
-        assert_eq!(bearer_secret(Some(b"Bearer")), None);
-        assert_eq!(bearer_secret(Some(b"Bearer ")), None);
-        assert_eq!(bearer_secret(Some(b"Basic abc")), None);
-        assert_eq!(bearer_secret(Some(b"abc")), None);
-        assert_eq!(bearer_secret(None), None);
-    }
-}
