@@ -78,8 +78,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let m = Arc::clone(&metrics);
         Arc::new(move |info: spool::CommitInfo| {
             m.commit_duration_seconds.observe(info.duration.as_secs_f64());
-            // tickets: u64 → f64 is exact far beyond any real batch size.
-            m.commit_batch_events.observe(info.tickets as f64);
+            // events: u64 → f64 is exact far beyond any real batch size.
+            m.commit_batch_events.observe(info.events as f64);
         })
     };
     let spool_cfg = cfg.spool.clone();

@@ -26,6 +26,9 @@ pub struct CommitInfo {
     pub duration: Duration,
     /// Tickets (writers' requests) this flush made durable.
     pub tickets: u64,
+    /// Records written (appends, duplicates and state changes) that this flush
+    /// made durable; a batch request counts each of its events.
+    pub events: u64,
 }
 
 /// Callback invoked by the flusher thread after every successful flush.
@@ -45,6 +48,8 @@ struct Durable {
 /// Handle shared between writers and the flusher thread.
 pub(crate) struct GroupCommit {
     requested: AtomicU64,
+    /// Events applied so far, added before the writer takes its ticket.
+    events: AtomicU64,
     wake: Mutex<()>,
     wake_cv: Condvar,
     /// True while the flusher is (about to be) parked on `wake_cv`. Writers only
@@ -71,6 +76,7 @@ impl GroupCommit {
         let (durable_tx, _) = watch::channel(Durable::default());
         let gc = Arc::new(GroupCommit {
             requested: AtomicU64::new(0),
+            events: AtomicU64::new(0),
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
             flusher_parked: AtomicBool::new(false),
@@ -90,6 +96,7 @@ impl GroupCommit {
 
     fn run(&self, db: sled::Db, observer: Option<CommitObserver>) {
         let mut done = 0u64;
+        let mut events_done = 0u64;
         loop {
             if self.requested.load(Ordering::SeqCst) <= done {
                 let mut guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,6 +110,7 @@ impl GroupCommit {
             }
             // Read the target before the flush starts: see the module docs.
             let target = self.requested.load(Ordering::SeqCst);
+            let events_target = self.events.load(Ordering::SeqCst);
             if target <= done {
                 // Stop was requested and nothing is waiting.
                 self.durable_tx.send_modify(|d| d.closed = true);
@@ -111,8 +119,13 @@ impl GroupCommit {
             let started = Instant::now();
             match db.flush() {
                 Ok(_) => {
-                    let info = CommitInfo { duration: started.elapsed(), tickets: target - done };
+                    let info = CommitInfo {
+                        duration: started.elapsed(),
+                        tickets: target - done,
+                        events: events_target.saturating_sub(events_done),
+                    };
                     done = target;
+                    events_done = events_target;
                     self.commits.fetch_add(1, Ordering::Relaxed);
                     self.durable_tx.send_modify(|d| d.upto = target);
                     if let Some(observe) = &observer {
@@ -131,7 +144,8 @@ impl GroupCommit {
 
     /// Takes a ticket for writes already applied by this thread. Await it with
     /// [`GroupCommit::wait`].
-    pub(crate) fn ticket(&self) -> u64 {
+    pub(crate) fn ticket(&self, events: u64) -> u64 {
+        self.events.fetch_add(events, Ordering::SeqCst);
         let t = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         if self.flusher_parked.load(Ordering::SeqCst) {
             // Taking the lock waits until the flusher is inside `wait`, so the

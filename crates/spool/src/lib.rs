@@ -502,7 +502,7 @@ impl Spool {
     /// Appends one event; returns once the outcome is durable.
     pub async fn append(&self, event: Event) -> Result<AppendOutcome, SpoolError> {
         let outcome = self.apply_append(event, OffsetDateTime::now_utc())?;
-        self.wait_durable().await?;
+        self.wait_durable_counting(1).await?;
         Ok(outcome)
     }
 
@@ -515,7 +515,8 @@ impl Spool {
         let now = OffsetDateTime::now_utc();
         let mut results: Vec<Result<AppendOutcome, SpoolError>> =
             events.into_iter().map(|e| self.apply_append(e, now)).collect();
-        if let Err(e) = self.wait_durable().await {
+        let applied = len_u64(results.iter().filter(|r| r.is_ok()).count());
+        if let Err(e) = self.wait_durable_counting(applied).await {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(e.clone());
             }
@@ -525,10 +526,15 @@ impl Spool {
 
     /// Waits until everything applied so far (by any thread) is on disk.
     pub async fn wait_durable(&self) -> Result<(), SpoolError> {
+        self.wait_durable_counting(0).await
+    }
+
+    /// [`Spool::wait_durable`], counting `events` in the commit metrics.
+    async fn wait_durable_counting(&self, events: u64) -> Result<(), SpoolError> {
         if let Some(f) = self.inner.commit.failure() {
             return Err(SpoolError::FlushFailed(f));
         }
-        let ticket = self.inner.commit.ticket();
+        let ticket = self.inner.commit.ticket(events);
         self.inner.commit.wait(ticket).await?;
         Ok(())
     }

@@ -324,3 +324,26 @@ fn stats_survive_clean_and_unclean_restarts() {
     assert_eq!(after_crash.next_seq, 8);
     assert!(after_crash.live_bytes > before.live_bytes);
 }
+
+/// The commit observer sees every appended event exactly once, whether it came
+/// alone or in a batch; tickets count requests.
+#[test]
+fn commit_observer_counts_events_and_requests() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = Arc::new(AtomicU64::new(0));
+    let tickets = Arc::new(AtomicU64::new(0));
+    let (e, t) = (Arc::clone(&events), Arc::clone(&tickets));
+    let observer: spool::CommitObserver = Arc::new(move |info: spool::CommitInfo| {
+        e.fetch_add(info.events, Ordering::SeqCst);
+        t.fetch_add(info.tickets, Ordering::SeqCst);
+    });
+    let spool = Spool::open_with(SpoolConfig::for_dir(dir.path()), Some(observer)).expect("open");
+    rt().block_on(async {
+        spool.append(event("o1", 1)).await.expect("append");
+        let batch: Vec<_> = (0..10).map(|i| event(&format!("ob{i}"), 1)).collect();
+        assert!(spool.append_batch(batch).await.iter().all(|r| r.is_ok()));
+    });
+    assert_eq!(events.load(Ordering::SeqCst), 11);
+    assert_eq!(tickets.load(Ordering::SeqCst), 2);
+}
