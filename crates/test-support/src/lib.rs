@@ -3,6 +3,7 @@
 //! faults between them. Used by `tests/` and the benchmarks; never by the daemons.
 
 pub mod ledgerd;
+pub mod events;
 pub mod process;
 pub mod proxy;
 pub mod spoold;
