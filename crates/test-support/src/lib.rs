@@ -8,4 +8,4 @@ pub mod process;
 pub mod proxy;
 pub mod spoold;
 
-pub use process::{bin_path, free_port, wait_http_ok, DaemonProcess};
+pub use process::{bin_path, find_bin, free_port, wait_http_ok, DaemonProcess};

@@ -6,21 +6,33 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Path of a workspace binary (`spoold`, `ledgerd`, `spoolctl`), found next to
-/// the running test executable (`target/<profile>/deps/..`). `cargo test
-/// --workspace` builds every binary before it runs any test.
+/// the running executable: `target/<profile>/deps/..` for a test, the same
+/// directory for a binary such as the bench (`target/release/bench`). It follows
+/// `CARGO_TARGET_DIR`, since the executable itself lives there. `cargo test
+/// --workspace` builds every binary before it runs any test; the bench needs
+/// `cargo build --release --workspace --bins` first.
 pub fn bin_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    match find_bin(name) {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Like [`bin_path`], but an error instead of a panic when the binary is missing.
+pub fn find_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().ok_or_else(|| anyhow::anyhow!("{} has no parent dir", exe.display()))?.to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(
+    anyhow::ensure!(
         path.exists(),
-        "binary {} not found; build the workspace first (cargo build --workspace)",
+        "binary {} not found; build the workspace first with the same profile \
+         (cargo build --workspace, or cargo build --release --workspace --bins for the bench)",
         path.display()
     );
-    path
+    Ok(path)
 }
 
 /// A loopback port that was free a moment ago.
@@ -58,7 +70,7 @@ impl DaemonProcess {
     /// Starts `bin` with `args`; its stderr goes to `log` (kept for post-mortems).
     pub fn spawn(bin: &str, args: &[String], log: &std::path::Path) -> anyhow::Result<DaemonProcess> {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let child = Command::new(bin_path(bin))
+        let child = Command::new(find_bin(bin)?)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
