@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use spool::{AppendOutcome, Spool, SpoolConfig};
 use spool_format::Event;
 use tokio::sync::watch;
@@ -36,7 +37,7 @@ fn event(id: &str) -> Event {
 }
 
 /// Events per second that `writers` tasks achieve for `secs` with `op`.
-async fn measure<F, Fut>(writers: usize, secs: u64, op: F) -> f64
+async fn measure_rate<F, Fut>(writers: usize, secs: u64, op: F) -> f64
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -126,22 +127,61 @@ fn sled_db(path: &std::path::Path) -> sled::Db {
     sled::Config::new().path(path).flush_every_ms(None).open().expect("open sled")
 }
 
-pub fn run(args: CommitArgs) -> anyhow::Result<()> {
-    let base = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d)?,
-        None => tempfile::tempdir()?,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let record_bytes = spool_format::encode_record(&spool_format::Record {
+/// The figures of `bench commit`.
+#[derive(Debug, Clone)]
+pub struct CommitReport {
+    /// Seconds measured per point.
+    pub seconds: u64,
+    /// Encoded frame of the bench event, in bytes.
+    pub record_bytes: usize,
+    /// One writer, `Db::flush()` after every insert: events/s without group commit.
+    pub flush_per_write: f64,
+    pub points: Vec<CommitPoint>,
+}
+
+/// Durable appends/s at one writer count.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitPoint {
+    pub writers: usize,
+    /// Bare sled group flush (the baseline), events/s.
+    pub bare: f64,
+    /// `Spool::append`, events/s.
+    pub spool: f64,
+}
+
+/// The encoded frame of the bench's record, in bytes.
+pub fn record_frame() -> Vec<u8> {
+    spool_format::encode_record(&spool_format::Record {
         seq: 1,
         received_at: spool_format::OffsetDateTime::now_utc(),
         node: "front-1".into(),
         state: spool_format::State::Pending,
         attempts: 0,
         event: event("sl-8f14e45f-ceea-467a-9f1d-1b1b3c7e2e11"),
-    });
+    })
+}
+
+pub fn run(args: CommitArgs) -> anyhow::Result<()> {
+    let report = measure(&args)?;
+    println!();
+    println!("| writers | bare group flush (baseline) | Spool::append | ratio |");
+    println!("|--:|--:|--:|--:|");
+    for p in &report.points {
+        println!("| {} | {:.0} | {:.0} | {:.2} |", p.writers, p.bare, p.spool, p.spool / p.bare.max(1.0));
+    }
+    Ok(())
+}
+
+/// Measures every point of `args`, printing progress.
+pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
+    let base = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d).context("create the commit bench dir")?,
+        None => tempfile::tempdir().context("create the commit bench dir")?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let record_bytes = record_frame();
     println!("# bench commit: durable appends/s ({} s per point, record {} bytes)", args.seconds, record_bytes.len());
-    println!("machine: {} cores; dir: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), base.path().display());
+    println!("machine: {} cores; dir: {}", crate::cores(), base.path().display());
 
     // Flush per write, one writer: the no-group-commit figure.
     let serial = {
@@ -150,22 +190,20 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut n = 0u64;
         while started.elapsed() < Duration::from_secs(args.seconds) {
-            db.insert(n.to_be_bytes(), value.as_slice())?;
-            db.flush()?;
+            db.insert(n.to_be_bytes(), value.as_slice()).context("insert into sled")?;
+            db.flush().context("flush sled")?;
             n += 1;
         }
         n as f64 / started.elapsed().as_secs_f64()
     };
     println!("flush per write (1 writer): {serial:.0} events/s");
-    println!();
-    println!("| writers | bare group flush (baseline) | Spool::append | ratio |");
-    println!("|--:|--:|--:|--:|");
+    let mut points = Vec::new();
     for &writers in &args.writers {
         let bare = {
             let g = BareGroupFlush::start(sled_db(&base.path().join(format!("bare-{writers}"))));
             let value = Arc::new(record_bytes.clone());
             let gg = Arc::clone(&g);
-            let rate = rt.block_on(measure(writers, args.seconds, move |w, i| {
+            let rate = rt.block_on(measure_rate(writers, args.seconds, move |w, i| {
                 let g = Arc::clone(&gg);
                 let value = Arc::clone(&value);
                 async move { g.write((w as u64) << 40 | i, &value).await }
@@ -174,9 +212,10 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
             rate
         };
         let spooled = {
-            let spool = Spool::open(SpoolConfig::for_dir(base.path().join(format!("spool-{writers}"))))?;
+            let spool = Spool::open(SpoolConfig::for_dir(base.path().join(format!("spool-{writers}"))))
+                .context("open spool")?;
             let s = spool.clone();
-            let rate = rt.block_on(measure(writers, args.seconds, move |w, i| {
+            let rate = rt.block_on(measure_rate(writers, args.seconds, move |w, i| {
                 let s = s.clone();
                 async move {
                     let out = s.append(event(&format!("w{w}-{i}"))).await.expect("append");
@@ -186,7 +225,13 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
             spool.close();
             rate
         };
-        println!("| {writers} | {bare:.0} | {spooled:.0} | {:.2} |", spooled / bare);
+        println!("  {writers:>3} writers: bare group flush {bare:.0} events/s, Spool::append {spooled:.0} events/s");
+        points.push(CommitPoint { writers, bare, spool: spooled });
     }
-    Ok(())
+    Ok(CommitReport {
+        seconds: args.seconds,
+        record_bytes: record_bytes.len(),
+        flush_per_write: serial,
+        points,
+    })
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use forwarder::{ForwardMetrics, ForwarderConfig, Secret};
 use serde_json::json;
 use spool::{Spool, SpoolConfig};
@@ -66,40 +67,79 @@ fn event(i: u64) -> Event {
     .expect("valid bench event")
 }
 
-/// `VmRSS` and `VmHWM` of this process, in KiB.
-fn rss_kib() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// `VmRSS` of this process, in KiB.
+fn rss_kib() -> anyhow::Result<u64> {
+    crate::procs::status_kib(None, "VmRSS:")
 }
 
-async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
+/// Concurrent `append_batch` streams while filling a backlog: batches of
+/// several streams share a group commit.
+const FILL_STREAMS: u64 = 4;
+/// Events per `append_batch` while filling (spoold's default batch limit).
+const FILL_BATCH_EVENTS: u64 = 1000;
+
+/// Opens the spool in `dir` (node `bench-node`) and appends `n` events to it
+/// (ids `drain-<i>`), durably, in batches.
+pub async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
     let mut cfg = SpoolConfig::for_dir(dir);
     cfg.node_id = "bench-node".into();
-    let spool = Spool::open(cfg)?;
+    let spool = Spool::open(cfg).context("open the spool")?;
     let started = Instant::now();
-    let mut i = 0;
-    while i < n {
-        let end = (i + 1000).min(n);
-        for r in spool.append_batch((i..end).map(event).collect()).await {
-            r?;
-        }
-        i = end;
+    let mut tasks = tokio::task::JoinSet::new();
+    for stream in 0..FILL_STREAMS {
+        let spool = spool.clone();
+        tasks.spawn(async move {
+            // Stream `stream` takes every FILL_STREAMS-th batch.
+            let mut i = stream * FILL_BATCH_EVENTS;
+            while i < n {
+                let end = (i + FILL_BATCH_EVENTS).min(n);
+                for r in spool.append_batch((i..end).map(event).collect()).await {
+                    r.context("append to the spool")?;
+                }
+                i += FILL_STREAMS * FILL_BATCH_EVENTS;
+            }
+            anyhow::Ok(())
+        });
     }
-    println!("  backlog: {n} events spooled in {:.1} s", started.elapsed().as_secs_f64());
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("  backlog: {n} events spooled in {secs:.1} s ({:.0} events/s)", n as f64 / secs.max(1e-9));
     Ok(spool)
 }
 
-struct DrainResult {
-    events_per_sec: f64,
-    rss_start_kib: u64,
-    rss_max_kib: u64,
+/// One drain: throughput and this process's RSS (spool + forwarder).
+#[derive(Debug, Clone, Copy)]
+pub struct DrainResult {
+    pub events_per_sec: f64,
+    pub rss_start_kib: u64,
+    pub rss_max_kib: u64,
+}
+
+/// The PostgreSQL half of `bench drain`.
+#[derive(Debug, Clone)]
+pub enum PgDrain {
+    /// `--skip-pg`.
+    Skipped,
+    /// It could not run (PostgreSQL down, …): why.
+    Failed(String),
+    Done {
+        drain: DrainResult,
+        /// Direct single-row INSERTs, events/s.
+        baseline: f64,
+    },
+}
+
+/// The figures of `bench drain`.
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    pub events: u64,
+    pub batch_events: usize,
+    pub inflight: usize,
+    pub baseline_seconds: u64,
+    pub sled: DrainResult,
+    pub pg: PgDrain,
 }
 
 async fn drain(spool: &Spool, ledger_url: &str, args: &DrainArgs) -> anyhow::Result<DrainResult> {
@@ -112,12 +152,12 @@ async fn drain(spool: &Spool, ledger_url: &str, args: &DrainArgs) -> anyhow::Res
     let pending0 = spool.stats()?.pending_events;
     let started = Instant::now();
     let (_handle, task) = forwarder::spawn(spool.clone(), cfg, metrics.clone(), rx)?;
-    let rss_start = rss_kib().0;
+    let rss_start = rss_kib()?;
     let mut rss_max = rss_start;
     let mut last_report = Instant::now();
     loop {
         let pending = spool.stats()?.pending_events;
-        rss_max = rss_max.max(rss_kib().0);
+        rss_max = rss_max.max(rss_kib()?);
         if pending == 0 {
             break;
         }
@@ -189,17 +229,44 @@ async fn baseline(url: &str, schema: &str, conns: usize, secs: u64) -> anyhow::R
 
 pub fn run(args: DrainArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(run_async(args))
+    let r = rt.block_on(measure(&args))?;
+    print_drain("ledgerd/sled", &r.sled);
+    match &r.pg {
+        PgDrain::Skipped => {}
+        PgDrain::Failed(why) => anyhow::bail!("the PostgreSQL runs failed: {why}"),
+        PgDrain::Done { drain, baseline } => {
+            print_drain("ledgerd/PostgreSQL", drain);
+            println!("baseline: direct single-row INSERTs, {} connections, {} s: {baseline:.0} events/s", r.inflight, r.baseline_seconds);
+            println!(
+                "ratio: ledgerd/PostgreSQL drain = {:.1}x direct single-row INSERTs; ledgerd/sled drain = {:.1}x",
+                drain.events_per_sec / baseline,
+                r.sled.events_per_sec / baseline
+            );
+        }
+    }
+    println!("process peak RSS (VmHWM, includes the backlog fill): {} MiB", crate::procs::status_kib(None, "VmHWM:")? / 1024);
+    Ok(())
 }
 
-async fn run_async(args: DrainArgs) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))?;
+fn print_drain(name: &str, d: &DrainResult) {
+    println!(
+        "{name}: drained at {:.0} events/s; process RSS {} MiB at drain start, {} MiB max during the drain",
+        d.events_per_sec,
+        d.rss_start_kib / 1024,
+        d.rss_max_kib / 1024
+    );
+}
+
+/// Runs `bench drain`, printing progress; the figures as data. A PostgreSQL
+/// failure is reported in [`DrainReport::pg`], after the sled figures.
+pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
+    let tmp = tempfile::tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir)).context("create the drain bench dir")?;
     println!(
         "bench drain: {} events, batches of {}, {} in flight; ledgerd release binary; {} CPUs",
         args.events,
         args.batch_events,
         args.inflight,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        crate::cores()
     );
 
     println!("ledgerd/sled:");
@@ -209,54 +276,62 @@ async fn run_async(args: DrainArgs) -> anyhow::Result<()> {
         &format!("sled://{}", tmp.path().join("ledger-sled/store").display()),
         test_support::free_port(),
     )
-    .await?;
-    let sled = drain(&spool, &ledger.url, &args).await?;
-    println!(
-        "  drained at {:.0} events/s; process RSS {} MiB at drain start, {} MiB max during the drain",
-        sled.events_per_sec,
-        sled.rss_start_kib / 1024,
-        sled.rss_max_kib / 1024
-    );
+    .await
+    .context("start ledgerd/sled")?;
+    let sled = drain(&spool, &ledger.url, args).await?;
+    print_drain("  ledgerd/sled", &sled);
     drop(ledger);
     spool.close();
     drop(spool);
 
-    if args.skip_pg {
-        return Ok(());
-    }
+    let pg = if args.skip_pg {
+        PgDrain::Skipped
+    } else {
+        match drain_pg(args, tmp.path()).await {
+            Ok((drain, baseline)) => PgDrain::Done { drain, baseline },
+            Err(e) => {
+                println!("  PostgreSQL runs failed: {e:#}");
+                PgDrain::Failed(format!("{e:#}"))
+            }
+        }
+    };
+    Ok(DrainReport {
+        events: args.events,
+        batch_events: args.batch_events,
+        inflight: args.inflight,
+        baseline_seconds: args.baseline_seconds,
+        sled,
+        pg,
+    })
+}
+
+/// The ledgerd/PostgreSQL drain and the direct-INSERT baseline, in a schema of
+/// their own that is dropped afterwards.
+async fn drain_pg(args: &DrainArgs, tmp: &std::path::Path) -> anyhow::Result<(DrainResult, f64)> {
     println!("ledgerd/PostgreSQL:");
+    // Fail early, before the fill, when PostgreSQL is down.
+    pg_client(&args.pg_url).await.with_context(|| format!("connect to {}", args.pg_url))?;
     let schema = format!("bench_drain_{}", std::process::id());
-    let spool = fill(&tmp.path().join("spool-pg"), args.events).await?;
-    let ledger = Ledgerd::start_with(
-        &tmp.path().join("ledger-pg"),
-        &format!("{}?schema={schema}", args.pg_url),
-        test_support::free_port(),
-    )
-    .await?;
-    let pg = drain(&spool, &ledger.url, &args).await;
-    drop(ledger);
+    let spool = fill(&tmp.join("spool-pg"), args.events).await?;
     let result = async {
-        let pg = pg?;
-        println!(
-            "  drained at {:.0} events/s; process RSS {} MiB at drain start, {} MiB max during the drain",
-            pg.events_per_sec,
-            pg.rss_start_kib / 1024,
-            pg.rss_max_kib / 1024
-        );
+        let ledger = Ledgerd::start_with(
+            &tmp.join("ledger-pg"),
+            &format!("{}?schema={schema}", args.pg_url),
+            test_support::free_port(),
+        )
+        .await
+        .context("start ledgerd/PostgreSQL")?;
+        let pg = drain(&spool, &ledger.url, args).await?;
+        drop(ledger);
+        print_drain("  ledgerd/PostgreSQL", &pg);
         println!("baseline: direct single-row INSERTs, {} connections, {} s:", args.inflight, args.baseline_seconds);
         let base = baseline(&args.pg_url, &schema, args.inflight, args.baseline_seconds).await?;
         println!("  {base:.0} events/s");
-        println!(
-            "ratio: ledgerd/PostgreSQL drain = {:.1}x direct single-row INSERTs; ledgerd/sled drain = {:.1}x",
-            pg.events_per_sec / base,
-            sled.events_per_sec / base
-        );
-        anyhow::Ok(())
+        anyhow::Ok((pg, base))
     }
     .await;
+    spool.close();
     let admin = pg_client(&args.pg_url).await?;
-    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
-    let (_, hwm) = rss_kib();
-    println!("process peak RSS (VmHWM, includes the backlog fill): {} MiB", hwm / 1024);
+    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.context("drop the bench schema")?;
     result
 }

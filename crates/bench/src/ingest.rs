@@ -9,27 +9,26 @@
 //! The baseline server runs in a child process (this binary, `ingest
 //! --echo-server PORT`): it reads the body, parses the JSON, serialises it back
 //! — HTTP + JSON cost without validation, the spool or fsync. spoold runs from
-//! the release build next to this binary (`cargo build --release -p spoold`),
+//! the release build next to this binary (`cargo build --release --workspace --bins`),
 //! with its spool in a temp dir on the same disk as `--dir` (default: the
 //! system temp dir), so every 202 is a real fsync.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use test_support::DaemonProcess;
 
-/// The bearer secret of the benchmark's spoold.
-const BENCH_TOKEN: &str = "bench-secret-0123456789abcdef";
+use crate::procs::{spawn_spoold, write_spoold_config, BENCH_TOKEN};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
     /// Concurrent keep-alive connections for the single-event run.
     #[arg(long, default_value_t = 64)]
@@ -49,14 +48,6 @@ pub struct IngestArgs {
     /// Internal: serve the baseline JSON echo on this loopback port.
     #[arg(long, hide = true)]
     pub echo_server: Option<u16>,
-}
-
-pub fn run(args: IngestArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if let Some(port) = args.echo_server {
-        return rt.block_on(echo_server(port));
-    }
-    rt.block_on(bench(args))
 }
 
 // ---------------------------------------------------------------------------
@@ -91,7 +82,7 @@ async fn echo_server(port: u16) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------
 // The client.
 
-struct Target {
+pub(crate) struct Target {
     name: &'static str,
     addr: String,
     token: Option<&'static str>,
@@ -137,14 +128,16 @@ fn next_id(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
-struct SingleResult {
-    events_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
+/// One single-event run: throughput and latency percentiles.
+#[derive(Debug, Clone, Copy)]
+pub struct SingleResult {
+    pub events_per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: u64,
 }
 
-async fn run_single(t: Arc<Target>, conns: usize, dur: Duration) -> anyhow::Result<SingleResult> {
+pub(crate) async fn run_single(t: Arc<Target>, conns: usize, dur: Duration) -> anyhow::Result<SingleResult> {
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
     for _ in 0..conns {
@@ -193,7 +186,7 @@ async fn run_single(t: Arc<Target>, conns: usize, dur: Duration) -> anyhow::Resu
     })
 }
 
-async fn run_batch(t: Arc<Target>, conns: usize, size: usize, dur: Duration) -> anyhow::Result<(f64, u64)> {
+pub(crate) async fn run_batch(t: Arc<Target>, conns: usize, size: usize, dur: Duration) -> anyhow::Result<(f64, u64)> {
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
     for _ in 0..conns {
@@ -266,48 +259,7 @@ async fn run_spool_direct(dir: &std::path::Path, conns: usize, size: usize, dur:
 }
 
 // ---------------------------------------------------------------------------
-// Processes.
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-async fn wait_ready(url: &str) -> anyhow::Result<()> {
-    let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = c.get(url).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{url} not ready within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_port(addr: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("{addr} not listening within 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
+// Runs.
 
 /// Group commits so far, from spoold's own metrics: how many, how long, how
 /// many write requests each made durable.
@@ -329,64 +281,106 @@ async fn print_commit_metrics(port: u16) {
     );
 }
 
-async fn bench(args: IngestArgs) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let bin_dir = exe.parent().context("exe dir")?.to_path_buf();
-    let spoold = bin_dir.join("spoold");
-    if !spoold.exists() {
-        bail!(
-            "{} not found: build it first with the same profile (cargo build --release -p spoold)",
-            spoold.display()
-        );
-    }
-    let base = match &args.dir {
-        Some(d) => tempfile::Builder::new().prefix("bench-ingest").tempdir_in(d)?,
-        None => tempfile::Builder::new().prefix("bench-ingest").tempdir()?,
-    };
+/// The figures of `bench ingest`.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub connections: usize,
+    pub batch_size: usize,
+    pub batch_connections: usize,
+    pub seconds: u64,
+    /// Single events: the echo baseline, then spoold.
+    pub echo_single: SingleResult,
+    pub spoold_single: SingleResult,
+    /// Batches, events/s: the echo baseline, then spoold.
+    pub echo_batch: f64,
+    pub spoold_batch: f64,
+    /// The spool alone, in-process, no HTTP (events/s).
+    pub direct_single: f64,
+    pub direct_batch: f64,
+}
 
-    // Baseline echo server.
-    let echo_port = free_port()?;
-    let _echo = Kill(
-        Command::new(&exe)
-            .args(["ingest", "--echo-server", &echo_port.to_string()])
-            .stdin(Stdio::null())
-            .spawn()
-            .context("start the echo server")?,
+pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(port) = args.echo_server {
+        return rt.block_on(echo_server(port));
+    }
+    let r = rt.block_on(measure(&args))?;
+    let (e, s) = (&r.echo_single, &r.spoold_single);
+    println!();
+    println!("| run                          | echo (baseline) | spoold      | spoold/echo |");
+    println!("|------------------------------|-----------------|-------------|-------------|");
+    println!(
+        "| single event, {:>3} conns, ev/s | {:>15.0} | {:>11.0} | {:>10.2}x |",
+        r.connections,
+        e.events_per_sec,
+        s.events_per_sec,
+        s.events_per_sec / e.events_per_sec.max(1.0)
     );
-    let echo_addr = format!("127.0.0.1:{echo_port}");
-    wait_port(&echo_addr).await?;
+    println!(
+        "| single event p99 latency, ms | {:>15.2} | {:>11.2} | {:>10.2}x |",
+        e.p99.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() / e.p99.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "| batch of {:>4}, {:>2} conns, ev/s | {:>15.0} | {:>11.0} | {:>10.2}x |",
+        r.batch_size,
+        r.batch_connections,
+        r.echo_batch,
+        r.spoold_batch,
+        r.spoold_batch / r.echo_batch.max(1.0)
+    );
+    println!(
+        "| spool alone (in-process, no HTTP): single {:.0} ev/s, batch {:.0} ev/s; spoold reaches {:.2}x and {:.2}x of it",
+        r.direct_single,
+        r.direct_batch,
+        s.events_per_sec / r.direct_single.max(1.0),
+        r.spoold_batch / r.direct_batch.max(1.0)
+    );
+    println!(
+        "\ngoals: single-event >= 0.60x echo with p99 <= 5 ms at 64 conns; batch >= 250k ev/s (spoold: {:.0})",
+        r.spoold_batch
+    );
+    Ok(())
+}
+
+/// The benchmark's spoold on `port`, as a client target.
+pub(crate) fn spoold_target(port: u16) -> Target {
+    Target { name: "spoold", addr: format!("127.0.0.1:{port}"), token: Some(BENCH_TOKEN) }
+}
+
+/// Starts the echo baseline (this binary, `ingest --echo-server PORT`, its log
+/// in `dir`); killed when dropped.
+async fn start_echo(dir: &std::path::Path) -> anyhow::Result<(DaemonProcess, Target)> {
+    let port = test_support::free_port();
+    let exe = std::env::current_exe().context("find this executable")?;
+    let name = exe.file_name().and_then(|n| n.to_str()).context("name this executable")?.to_owned();
+    let args = ["ingest".to_owned(), "--echo-server".to_owned(), port.to_string()];
+    let echo = DaemonProcess::spawn(&name, &args, &dir.join("echo.log"))
+        .context("start the echo server")?;
+    // The echo answers 200 to anything, a GET included.
+    test_support::wait_http_ok(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(10)).await?;
+    Ok((echo, Target { name: "echo", addr: format!("127.0.0.1:{port}"), token: None }))
+}
+
+/// Runs `bench ingest`, printing progress; the figures as data.
+pub async fn measure(args: &IngestArgs) -> anyhow::Result<IngestReport> {
+    let base = match &args.dir {
+        Some(d) => tempfile::Builder::new().prefix("bench-ingest").tempdir_in(d),
+        None => tempfile::Builder::new().prefix("bench-ingest").tempdir(),
+    }
+    .context("create the ingest bench dir")?;
+
+    let (_echo, echo) = start_echo(base.path()).await?;
 
     // spoold.
-    let port = free_port()?;
-    let tokens = base.path().join("tokens");
-    std::fs::write(&tokens, format!("bench:{BENCH_TOKEN}\n"))?;
-    let config = base.path().join("spoold.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = \"bench\"\n[listen]\naddr = \"127.0.0.1:{port}\"\nadmin_socket = \"\"\n\
-             [auth]\ntokens_file = \"{}\"\n[spool]\ndir = \"{}\"\ndisk_free_bytes_min = \"256MiB\"\n\
-             disk_free_inodes_min = 1000\n[limits]\nbatch_events_max = {}\nbatch_body_bytes_max = \"16MiB\"\n",
-            tokens.display(),
-            base.path().join("spool").display(),
-            args.batch_size.max(1000),
-        ),
-    )?;
-    let log = std::fs::File::create(base.path().join("spoold.log"))?;
-    let _spoold = Kill(
-        Command::new(&spoold)
-            .args(["--config", &config.display().to_string()])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start spoold")?,
-    );
-    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await?;
+    let port = test_support::free_port();
+    let config = write_spoold_config(base.path(), port, &base.path().join("spool"), args.batch_size.max(1000), None)?;
+    let _spoold = spawn_spoold(&config, &base.path().join("spoold.log"))?;
+    test_support::wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30)).await?;
 
-    let echo = Arc::new(Target { name: "echo", addr: echo_addr, token: None });
-    let spool = Arc::new(Target { name: "spoold", addr: format!("127.0.0.1:{port}"), token: Some(BENCH_TOKEN) });
+    let echo = Arc::new(echo);
+    let spool = Arc::new(spoold_target(port));
     let dur = Duration::from_secs(args.seconds.max(1));
     let warm = Duration::from_millis(500);
 
@@ -429,41 +423,18 @@ async fn bench(args: IngestArgs) -> anyhow::Result<()> {
         run_spool_direct(&base.path().join("direct-batch"), args.batch_connections, args.batch_size, dur).await?;
     println!("  batch  spool.append_batch in-process {direct_batch:>10.0} ev/s");
 
-    let (e, s) = (&singles[0], &singles[1]);
-    println!();
-    println!("| run                          | echo (baseline) | spoold      | spoold/echo |");
-    println!("|------------------------------|-----------------|-------------|-------------|");
-    println!(
-        "| single event, {:>3} conns, ev/s | {:>15.0} | {:>11.0} | {:>10.2}x |",
-        args.connections,
-        e.events_per_sec,
-        s.events_per_sec,
-        s.events_per_sec / e.events_per_sec.max(1.0)
-    );
-    println!(
-        "| single event p99 latency, ms | {:>15.2} | {:>11.2} | {:>10.2}x |",
-        e.p99.as_secs_f64() * 1e3,
-        s.p99.as_secs_f64() * 1e3,
-        s.p99.as_secs_f64() / e.p99.as_secs_f64().max(1e-9)
-    );
-    println!(
-        "| batch of {:>4}, {:>2} conns, ev/s | {:>15.0} | {:>11.0} | {:>10.2}x |",
-        args.batch_size,
-        args.batch_connections,
-        batches[0],
-        batches[1],
-        batches[1] / batches[0].max(1.0)
-    );
-    println!(
-        "| spool alone (in-process, no HTTP): single {:.0} ev/s, batch {:.0} ev/s; spoold reaches {:.2}x and {:.2}x of it",
+    let spoold_single = singles.pop().context("spoold single run")?;
+    let echo_single = singles.pop().context("echo single run")?;
+    Ok(IngestReport {
+        connections: args.connections,
+        batch_size: args.batch_size,
+        batch_connections: args.batch_connections,
+        seconds: dur.as_secs(),
+        echo_single,
+        spoold_single,
+        echo_batch: batches[0],
+        spoold_batch: batches[1],
         direct_single,
         direct_batch,
-        s.events_per_sec / direct_single.max(1.0),
-        batches[1] / direct_batch.max(1.0)
-    );
-    println!(
-        "\ngoals: single-event >= 0.60x echo with p99 <= 5 ms at 64 conns; batch >= 250k ev/s (spoold: {:.0})",
-        batches[1]
-    );
-    Ok(())
+    })
 }

@@ -1,12 +1,18 @@
 //! offgrid benchmarks. Every figure is printed next to a baseline measured in the
 //! same run on the same machine, as a ratio; nothing here is a pass/fail test.
 //!
-//! `cargo run --release -p bench -- <subcommand>`; each subcommand's module says
-//! what it measures and what its baseline is.
+//! `cargo build --release --workspace --bins && cargo run --release -p bench --
+//! <subcommand>`; each subcommand's module says what it measures and what its
+//! baseline is. `all` runs every one and writes `docs/benchmarks.md` and
+//! `docs/benchmarks.svg` (see `all`).
 
+mod all;
+mod backlog;
 mod commit;
 mod drain;
 mod ingest;
+mod procs;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +31,15 @@ enum Cmd {
     Ingest(ingest::IngestArgs),
     /// Forwarder drain of a spool backlog into ledgerd (sled, PostgreSQL) vs direct single-row INSERTs.
     Drain(drain::DrainArgs),
+    /// spoold's RSS, restart-to-ready time and disk bytes per event with a large pending backlog vs an empty spool.
+    Backlog(backlog::BacklogArgs),
+    /// Every benchmark above in one run; writes the report (markdown + SVG chart).
+    All(all::AllArgs),
+}
+
+/// CPUs this process may use (0 if unknown).
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Commit(args) => commit::run(args),
         Cmd::Ingest(args) => ingest::run(args),
         Cmd::Drain(args) => drain::run(args),
+        Cmd::Backlog(args) => backlog::run(args),
+        Cmd::All(args) => all::run(args),
     }
 }
