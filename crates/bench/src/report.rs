@@ -323,6 +323,11 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
         &["pending events", "at ready (MiB)", "after the burst (MiB)", "peak, VmHWM (MiB)", "at ready after SIGKILL (MiB)", "after the burst ÷ empty spool"],
         &rows,
     );
+    let _ = writeln!(
+        o,
+        "At ready after SIGKILL the recovery scan has read every record through sled's page cache, which the spool \
+         caps at 256 MiB (`SLED_CACHE_BYTES`).\n"
+    );
     let _ = writeln!(o, "### Restart to ready (spoold started until `/readyz` answers 200)\n");
     let rows: Vec<Vec<String>> = b
         .stages
@@ -361,7 +366,11 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
             ]
         })
         .collect();
-    table(&mut o, &["pending events", "spool dir (bytes)", "bytes per event", "baseline: frame (bytes)", "ratio"], &rows);
+    table(
+        &mut o,
+        &["pending events (the burst's included)", "spool dir (bytes)", "bytes per event", "baseline: frame (bytes)", "ratio"],
+        &rows,
+    );
     o
 }
 
