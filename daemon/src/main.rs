@@ -11,6 +11,11 @@
 //! **Invariant:** no 2xx is written before the spool's group commit has fsynced
 //! the event (see `api`).
 
+/// mimalloc instead of glibc malloc: sled allocates on every operation, and
+/// malloc was ~12% of the append profile (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api;
 mod config;
 mod metrics;

@@ -4,6 +4,11 @@
 //! `cargo run --release -p bench -- <subcommand>`; each subcommand's module says
 //! what it measures and what its baseline is.
 
+/// mimalloc instead of glibc malloc: sled allocates on every operation, and
+/// malloc was ~12% of the append profile (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commit;
 mod drain;
 mod ingest;
