@@ -11,6 +11,11 @@
 //! **Invariant:** no 2xx is written before the spool's group commit has fsynced
 //! the event (see `api`).
 
+/// mimalloc instead of glibc malloc: sled allocates on every operation, and
+/// malloc was ~12% of the append profile (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api;
 mod config;
 mod metrics;
@@ -31,6 +36,12 @@ use crate::metrics::Metrics;
 /// How often acked records past their retention are compacted away. A minute:
 /// retention is days, so finer is pointless, and each pass is bounded.
 const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+/// While the spool opens, systemd's start timeout is extended every 10 s by
+/// 30 s (`EXTEND_TIMEOUT_USEC`), so a long repair after a crash is not killed
+/// half-way (which would only start it again from the beginning). The watchdog
+/// takes over once the spool is open and `READY=1` is sent.
+const OPEN_EXTEND_INTERVAL: Duration = Duration::from_secs(10);
+const OPEN_EXTEND_USEC: u32 = 30_000_000;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -83,8 +94,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
     let spool_cfg = cfg.spool.clone();
-    let spool = tokio::task::spawn_blocking(move || spool::Spool::open_with(spool_cfg, Some(observer)))
-        .await
+    let mut opening = tokio::task::spawn_blocking(move || spool::Spool::open_with(spool_cfg, Some(observer)));
+    // After an unclean stop the open scans every record to repair the indexes,
+    // which grows with the backlog (docs/benchmarks.md, restart-to-ready). Tell
+    // systemd it is still starting, so TimeoutStartSec does not kill a spoold
+    // that is repairing a large spool and send it into a restart loop.
+    let mut extend = tokio::time::interval(OPEN_EXTEND_INTERVAL);
+    let opened = loop {
+        tokio::select! {
+            opened = &mut opening => break opened,
+            _ = extend.tick() => notify(&[
+                sd_notify::NotifyState::Status("opening the spool"),
+                sd_notify::NotifyState::ExtendTimeoutUsec(OPEN_EXTEND_USEC),
+            ]),
+        }
+    };
+    let spool = opened
         .context("open spool")?
         .with_context(|| format!("open spool in {}", cfg.spool.dir.display()))?;
     let stats = spool.stats().context("read spool counters")?;

@@ -6,6 +6,11 @@
 //! baseline is. `all` runs every one and writes `docs/benchmarks.md` and
 //! `docs/benchmarks.svg` (see `all`).
 
+/// mimalloc instead of glibc malloc: sled allocates on every operation, and
+/// malloc was ~12% of the append profile (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod all;
 mod backlog;
 mod commit;

@@ -1,5 +1,10 @@
 //! ledgerd: the reference central ledger. See the `ledger` library docs.
 
+/// mimalloc instead of glibc malloc: sled allocates on every operation, and
+/// malloc was ~12% of the append profile (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
