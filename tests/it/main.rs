@@ -6,3 +6,4 @@ mod forward;
 mod ledger_pg;
 mod observability;
 mod forward_spoold;
+mod scenarios;
