@@ -13,17 +13,17 @@ use spool_format::Event;
 use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
 use test_support::proxy::{Mode, Proxy};
 
-fn pg_base() -> String {
+pub fn pg_base() -> String {
     std::env::var("OFFGRID_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh schema name; dropped by [`drop_schema`].
-fn schema(tag: &str) -> String {
+pub fn schema(tag: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("it_{tag}_{}_{nanos}", std::process::id())
 }
 
-async fn drop_schema(schema: &str) {
+pub async fn drop_schema(schema: &str) {
     let (client, conn) = tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls).await.expect("connect postgres");
     tokio::spawn(conn);
     client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("drop schema");

@@ -7,3 +7,4 @@ mod ledger_pg;
 mod observability;
 mod forward_spoold;
 mod systemd_units;
+mod scenarios;

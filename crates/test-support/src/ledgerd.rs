@@ -13,6 +13,10 @@ pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 /// Token of a merchant bound to [`MERCHANT_PAYEE`].
 pub const MERCHANT_TOKEN: &str = "merchant-token-0123456789abcdef";
 pub const MERCHANT_PAYEE: &str = "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b";
+/// Token of a second merchant, bound to [`MERCHANT_B_PAYEE`]: what one
+/// merchant must never see of the other's purchases.
+pub const MERCHANT_B_TOKEN: &str = "merchant-b-token-0123456789abcdef";
+pub const MERCHANT_B_PAYEE: &str = "7e1d2c3b-4a59-4687-9a0b-1c2d3e4f5a6b";
 
 /// A running ledgerd. Killed (SIGKILL) on drop.
 #[derive(Debug)]
@@ -51,7 +55,10 @@ impl Ledgerd {
         let tokens = dir.join("ledgerd.tokens");
         std::fs::write(
             &tokens,
-            format!("front:{NODE_TOKEN}:node\nops:{ADMIN_TOKEN}:admin\nshop:{MERCHANT_TOKEN}:merchant:{MERCHANT_PAYEE}\n"),
+            format!(
+                "front:{NODE_TOKEN}:node\nops:{ADMIN_TOKEN}:admin\nshop:{MERCHANT_TOKEN}:merchant:{MERCHANT_PAYEE}\n\
+                 shop-b:{MERCHANT_B_TOKEN}:merchant:{MERCHANT_B_PAYEE}\n"
+            ),
         )?;
         let mut l = Ledgerd {
             process: None,

@@ -2,10 +2,12 @@
 //! wait for them, kill them with SIGKILL, and (in [`proxy`]) inject network
 //! faults between them. Used by `tests/` and the benchmarks; never by the daemons.
 
-pub mod ledgerd;
 pub mod events;
+pub mod ledgerd;
+pub mod loris;
 pub mod process;
 pub mod proxy;
 pub mod spoold;
+pub mod tmpfs;
 
 pub use process::{bin_path, find_bin, free_port, wait_http_ok, DaemonProcess};

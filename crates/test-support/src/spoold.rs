@@ -71,6 +71,9 @@ pub struct Spoold {
     pub admin_socket: PathBuf,
     pub log_path: PathBuf,
     pub process: Option<DaemonProcess>,
+    /// The extra flags of every (re)start ([`SpooldOptions::args`], or those
+    /// given to [`Spoold::restart_with`]).
+    pub args: Vec<String>,
 }
 
 impl Spoold {
@@ -120,14 +123,15 @@ impl Spoold {
             admin_socket,
             log_path,
             process: None,
+            args: opts.args.clone(),
         };
-        s.spawn_with(&opts.args).await?;
+        s.spawn().await?;
         Ok(s)
     }
 
-    async fn spawn_with(&mut self, extra: &[String]) -> anyhow::Result<()> {
+    async fn spawn(&mut self) -> anyhow::Result<()> {
         let mut args = vec!["--config".to_owned(), self.config_path.display().to_string()];
-        args.extend_from_slice(extra);
+        args.extend_from_slice(&self.args);
         let mut p = DaemonProcess::spawn("spoold", &args, &self.log_path)?;
         let ready = wait_http_ok(&self.url("/readyz"), Duration::from_secs(30)).await;
         if let Err(e) = ready {
@@ -139,14 +143,22 @@ impl Spoold {
         Ok(())
     }
 
-    /// Starts spoold again with the same config (after a kill or a stop).
+    /// Starts spoold again with the same config and flags (after a kill or a
+    /// stop; a still running process is killed first).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         if let Some(mut p) = self.process.take() {
             if p.is_running() {
                 p.kill9();
             }
         }
-        self.spawn_with(&[]).await
+        self.spawn().await
+    }
+
+    /// Like [`Spoold::restart`], with `args` as the extra flags from now on
+    /// (flags override config keys: a config change across a restart).
+    pub async fn restart_with(&mut self, args: &[String]) -> anyhow::Result<()> {
+        self.args = args.to_vec();
+        self.restart().await
     }
 
     /// `http://127.0.0.1:<port><path>`

@@ -4,12 +4,11 @@
 //!
 //! Needs root (to mount the tmpfs). Otherwise it prints why and skips — loudly.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use test_support::spoold::{Spoold, SpooldOptions};
+use test_support::tmpfs::Tmpfs;
 
 use super::{client, event, get_status_code, post_json, status, wait_code};
 
@@ -17,31 +16,6 @@ use super::{client, event, get_status_code, post_json, status, wait_code};
 const TMPFS_OPTS: &str = "size=16m,nr_inodes=512";
 const RESERVE_BYTES: u64 = 4 << 20;
 const RESERVE_INODES: u64 = 200;
-
-/// Unmounts on drop, so a failing test leaves no mount behind.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path) -> Result<Mount, String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| format!("run id -u: {e}"))?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("not running as root, cannot mount a tmpfs".into());
-    }
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", TMPFS_OPTS, "tmpfs"])
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("run mount: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(Mount(dir.to_path_buf()))
-}
 
 fn free(st: &Value) -> (u64, u64) {
     (
@@ -52,16 +26,8 @@ fn free(st: &Value) -> (u64, u64) {
 
 #[tokio::test]
 async fn ingest_disk_full_is_507_and_recovers() {
-    let base = tempfile::tempdir().expect("tempdir");
-    let mnt = base.path().join("tmpfs");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    let _mount = match mount_tmpfs(&mnt) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED ingest_disk_full_is_507_and_recovers: {why}");
-            return;
-        }
-    };
+    let Some(tmpfs) = Tmpfs::mount_or_skip(TMPFS_OPTS, "ingest_disk_full_is_507_and_recovers") else { return };
+    let mnt = tmpfs.path();
     let opts = SpooldOptions {
         spool_dir: Some(mnt.join("spool")),
         ..SpooldOptions::default()
@@ -108,12 +74,7 @@ async fn ingest_disk_full_is_507_and_recovers() {
     let (_, free_inodes) = free(&status(&c, &s).await);
     assert!(free_inodes > RESERVE_INODES, "free inodes {free_inodes}");
     let dir = mnt.join("inode-filler");
-    std::fs::create_dir(&dir).expect("mkdir");
-    for i in 0..(free_inodes - RESERVE_INODES + 5) {
-        if std::fs::write(dir.join(i.to_string()), b"").is_err() {
-            break;
-        }
-    }
+    Tmpfs::fill_inodes(&dir, free_inodes, RESERVE_INODES - 5).expect("fill inodes");
     // The daemon re-reads statvfs at most every 250 ms.
     assert_eq!(wait_code(&c, &s, "/readyz", 503, Duration::from_secs(5)).await, 503);
     let r = post_json(&c, &s, "/v1/events", &event("no-inodes")).await;
