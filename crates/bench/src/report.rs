@@ -187,6 +187,11 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
     let rows: Vec<Vec<String>> =
         goals(r).into_iter().map(|g| vec![g.goal, g.figure, met_text(g.met).into()]).collect();
     table(&mut o, &["goal", "this run", ""], &rows);
+    let _ = writeln!(
+        o,
+        "Where the time goes, why the goals that are not met are not, and what the profile changed (with \
+         before/after figures): [profile.md](profile.md).\n"
+    );
 
     // Ingest.
     let i = &r.ingest;
