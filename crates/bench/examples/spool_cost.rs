@@ -1,7 +1,7 @@
 //! A profiling probe, not a benchmark: a fixed amount of spool work (N appends
 //! from 16 tasks, then N appends in batches of 100) for `valgrind
 //! --tool=callgrind`, whose instruction counts repeat exactly on a busy machine
-//! where wall-clock figures do not. `docs/benchmarks.md` ("Profile") reports
+//! where wall-clock figures do not. `docs/profile.md` reports
 //! what it showed and what was changed because of it.
 //!
 //! `cargo build --release -p bench --example spool_cost &&

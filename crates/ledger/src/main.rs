@@ -1,7 +1,7 @@
 //! ledgerd: the reference central ledger. See the `ledger` library docs.
 
 /// mimalloc instead of glibc malloc: sled allocates on every operation, and
-/// malloc was ~12% of the append profile (docs/benchmarks.md, "Profile").
+/// malloc was ~12% of the append profile (docs/profile.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
