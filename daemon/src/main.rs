@@ -99,7 +99,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // which grows with the backlog (docs/benchmarks.md, restart-to-ready). Tell
     // systemd it is still starting, so TimeoutStartSec does not kill a spoold
     // that is repairing a large spool and send it into a restart loop.
-    let mut extend = tokio::time::interval(OPEN_EXTEND_INTERVAL);
+    // First extension after one interval: an open that is quick says nothing.
+    let mut extend =
+        tokio::time::interval_at(tokio::time::Instant::now() + OPEN_EXTEND_INTERVAL, OPEN_EXTEND_INTERVAL);
     let opened = loop {
         tokio::select! {
             opened = &mut opening => break opened,
