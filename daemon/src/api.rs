@@ -99,12 +99,14 @@ impl Refusal {
 fn spool_error(e: &SpoolError) -> (StatusCode, &'static str, Option<u64>) {
     match e {
         SpoolError::Full { .. } => (StatusCode::SERVICE_UNAVAILABLE, "spool_full", Some(RETRY_AFTER_FULL_SECS)),
-        SpoolError::InsufficientStorage { .. } => {
+        SpoolError::InsufficientStorage { .. } | SpoolError::NoSpace(_) => {
             (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", Some(RETRY_AFTER_STORAGE_SECS))
         }
         SpoolError::Closed => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", Some(RETRY_AFTER_SHUTDOWN_SECS)),
         SpoolError::FlushFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed", Some(RETRY_AFTER_STORAGE_SECS)),
-        SpoolError::Storage(_) | SpoolError::Locked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),
+        SpoolError::Storage(_) | SpoolError::Locked(_) | SpoolError::Regressed(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None)
+        }
     }
 }
 

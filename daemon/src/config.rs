@@ -49,6 +49,14 @@ pub struct Args {
     /// Validates the config (and reads the tokens files), prints a summary, exits.
     #[arg(long)]
     pub check_config: bool,
+    /// Start even if the spool holds less than its state file says was made
+    /// durable (acknowledged events were lost). An operator's decision after
+    /// reading docs/operations.md ("store regressed"); logged at ERROR and shown
+    /// by `spoold_store_regression_accepted`. Seqs are still never reused.
+    /// Without it spoold exits with code 4. A flag, not a config key: it must be
+    /// given again, deliberately, at each start.
+    #[arg(long)]
+    pub accept_store_regression: bool,
 }
 
 /// A config problem, naming the key (or flag) at fault.
@@ -314,6 +322,7 @@ impl Config {
             disk_free_bytes_min: s.disk_free_bytes_min.map(Bytes::as_u64).unwrap_or(DEFAULT_DISK_FREE_BYTES_MIN),
             disk_free_inodes_min: s.disk_free_inodes_min.unwrap_or(DEFAULT_DISK_FREE_INODES_MIN),
             acked_retention,
+            accept_regression: args.accept_store_regression,
         };
 
         // auth: required, no anonymous access.

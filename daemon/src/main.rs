@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     common::logging::init(cfg.log_json);
+    durable::init_failpoints();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,10 +73,19 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "spoold failed");
             eprintln!("spoold: {e:#}");
+            if let Some(spool::SpoolError::Regressed(_)) = e.downcast_ref::<spool::SpoolError>() {
+                eprintln!("spoold: refusing to start; see docs/operations.md (\"store regressed\"); --accept-store-regression overrides");
+                return ExitCode::from(EXIT_STORE_REGRESSED);
+            }
             ExitCode::FAILURE
         }
     }
 }
+
+/// Exit code when the spool regressed (docs/operations.md). Distinct from 1
+/// (runtime failure) so that systemd does not restart into the same refusal
+/// (`RestartPreventExitStatus=4` in the unit); 2 is a config error.
+const EXIT_STORE_REGRESSED: u8 = 4;
 
 fn notify(state: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(false, state) {
@@ -114,6 +124,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let spool = opened
         .context("open spool")?
         .with_context(|| format!("open spool in {}", cfg.spool.dir.display()))?;
+    metrics.store_regression_accepted.set(i64::from(spool.regression().is_some()));
     let stats = spool.stats().context("read spool counters")?;
     tracing::info!(
         dir = %cfg.spool.dir.display(),

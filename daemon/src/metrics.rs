@@ -33,6 +33,8 @@ pub struct Metrics {
     dead_letters: Gauge,
     disk_free_bytes: Gauge,
     disk_free_inodes: Gauge,
+    /// 1 when the spool was opened over a regression the operator accepted.
+    pub store_regression_accepted: Gauge,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -83,7 +85,14 @@ impl Metrics {
         registry.register("spoold_disk_free_bytes", "Free bytes on the spool's filesystem", disk_free_bytes.clone());
         let disk_free_inodes = Gauge::default();
         registry.register("spoold_disk_free_inodes", "Free inodes on the spool's filesystem", disk_free_inodes.clone());
+        let store_regression_accepted = Gauge::default();
+        registry.register(
+            "spoold_store_regression_accepted",
+            "1 when the spool was opened over a regression the operator accepted (--accept-store-regression)",
+            store_regression_accepted.clone(),
+        );
         Arc::new(Metrics {
+            store_regression_accepted,
             registry,
             ingest_total,
             ingest_duration_seconds,

@@ -39,7 +39,19 @@ struct Cli {
     /// Validate the configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    /// Start even if the sled store holds less than its state file says was
+    /// made durable (acknowledged events were lost). An operator's decision
+    /// after reading docs/operations.md ("store regressed"); logged at ERROR
+    /// and shown by `ledgerd_store_regression_accepted`. Without it ledgerd
+    /// exits with code 4.
+    #[arg(long)]
+    accept_store_regression: bool,
 }
+
+/// Exit code when the store regressed (docs/operations.md). Distinct from 1
+/// (runtime failure) so that systemd does not restart into the same refusal
+/// (`RestartPreventExitStatus=4` in the unit).
+const EXIT_STORE_REGRESSED: i32 = 4;
 
 fn main() {
     let cli = Cli::parse();
@@ -56,6 +68,8 @@ fn main() {
         return;
     }
     common::logging::init(cfg.log_json);
+    durable::init_failpoints();
+    let accept = cli.accept_store_regression;
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -63,18 +77,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(cfg)) {
+    if let Err(e) = rt.block_on(run(cfg, accept)) {
         tracing::error!(error = format!("{e:#}"), "ledgerd failed");
         std::process::exit(1);
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
-    let store = match AnyStore::open(&cfg.store_url) {
+async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
+    let store = match AnyStore::open(&cfg.store_url, accept_regression) {
         Ok(s) => s,
         Err(ledger::StoreError::Config(m)) => {
             eprintln!("ledgerd: invalid configuration: store.url: {m}");
             std::process::exit(2);
+        }
+        Err(ledger::StoreError::Regressed(m)) => {
+            tracing::error!(problem = %m, "ledger store regressed; refusing to start");
+            eprintln!("ledgerd: refusing to start: {m} (start with --accept-store-regression to override)");
+            std::process::exit(EXIT_STORE_REGRESSED);
         }
         Err(e) => return Err(e).context("open store"),
     };
@@ -82,6 +101,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let backend = store.backend();
+    if let AnyStore::Sled(s) = &store {
+        metrics.store_regression_accepted.set(i64::from(s.regression().is_some()));
+    }
     let api = Arc::new(Api {
         store,
         tokens: cfg.tokens.clone(),
@@ -143,6 +165,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     let _ = probe.await;
+    if let AnyStore::Sled(s) = &api.store {
+        if let Err(e) = s.close() {
+            tracing::warn!(error = %e, "could not close the store cleanly");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

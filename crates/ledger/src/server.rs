@@ -39,6 +39,8 @@ pub struct LedgerMetrics {
     pub events: Family<Vec<(String, String)>, Counter>,
     pub batch_duration: Histogram,
     pub store_up: Gauge,
+    /// 1 when the sled store was opened over a regression the operator accepted.
+    pub store_regression_accepted: Gauge,
 }
 
 impl LedgerMetrics {
@@ -48,6 +50,7 @@ impl LedgerMetrics {
             // 1 ms .. ~33 s: from a small sled batch to a slow PostgreSQL commit.
             batch_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             store_up: Gauge::default(),
+            store_regression_accepted: Gauge::default(),
         }
     }
 
@@ -55,6 +58,11 @@ impl LedgerMetrics {
         r.register("ledgerd_events", "Events received in batches, by outcome", self.events.clone());
         r.register("ledgerd_batch_duration_seconds", "Time to record one batch, durable", self.batch_duration.clone());
         r.register("ledgerd_store_up", "1 when the store answers, else 0", self.store_up.clone());
+        r.register(
+            "ledgerd_store_regression_accepted",
+            "1 when the store was opened over a regression the operator accepted (--accept-store-regression)",
+            self.store_regression_accepted.clone(),
+        );
     }
 
     fn count(&self, status: &str, n: u64) {

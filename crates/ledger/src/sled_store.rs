@@ -12,15 +12,23 @@
 //! **Invariant:** a batch's rows and index entries go in one atomic
 //! `apply_batch`, under the write lock, so two batches carrying the same id can
 //! never both create it.
-//! **Invariant:** `record_batch` returns only after a `Db::flush()` that began
-//! after its batch (and every batch it saw, for duplicates) was applied. Flushes
-//! are serialised and shared: one flush covers every batch applied before it
-//! started (group commit). `flush_async` is never called.
+//! **Invariant:** `record_batch` returns only after a durable commit (`Db::flush()`
+//! plus the fdatasync of sled's files, [`durable::Committer::commit`]: a flush
+//! alone does not survive a power cut) that began after its batch (and every
+//! batch it saw, for duplicates) was applied. Commits are serialised and
+//! shared: one covers every batch applied before it started (group commit).
+//! `flush_async` is never called.
+//!
+//! **Invariant:** a store that holds less than its state file
+//! (`<dir>/offgrid-state`, [`durable::guard`]) says was made durable refuses to
+//! open ([`StoreError::Regressed`]) unless the operator accepts it; even then
+//! no `ledger_seq` is reused.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spool_format::{Event, OffsetDateTime, Uuid};
@@ -40,6 +48,9 @@ const P_PAYEE: u8 = b'P';
 const P_RECIPIENT: u8 = b'R';
 const P_PAYER: u8 = b'Y';
 const META_COUNT: &[u8] = b"mcount";
+/// The regression guard's state file, inside the store's directory (sled
+/// ignores files it does not know).
+const STATE_FILE: &str = "offgrid-state";
 
 #[derive(Serialize, Deserialize)]
 struct Row {
@@ -58,8 +69,14 @@ struct Inner {
     db: sled::Db,
     /// Serialises check-then-insert of ids and ledger_seq allocation.
     write: Mutex<WriteState>,
-    /// Serialises `Db::flush()`; the value is the highest generation known durable.
-    flush: Mutex<u64>,
+    committer: durable::Committer,
+    /// Serialises commits; holds the highest generation known durable and the
+    /// state file (advanced to the last ledger_seq a commit covered).
+    flush: Mutex<(u64, durable::StateFile)>,
+    /// Highest ledger_seq applied (taken under `write`, read before a commit).
+    applied_seq: AtomicU64,
+    /// The problem the operator accepted at open, if any.
+    regression: Option<String>,
     /// Generation of the last applied batch (taken under `write`).
     applied: AtomicU64,
     /// Set once a flush failed: nothing can be acknowledged any more.
@@ -147,17 +164,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            // Durability comes from the explicit flush in record_batch.
-            .flush_every_ms(None)
-            .open()
-            .map_err(sled_err)?;
+    /// Opens (or creates) the store in `dir`. With `accept_regression`, a store
+    /// that lost data opens anyway (logged at ERROR, see [`SledStore::regression`]).
+    pub fn open(dir: &Path, accept_regression: bool) -> Result<SledStore, StoreError> {
+        let (db, committer) = durable::open(dir, SLED_CACHE_BYTES, Duration::from_secs(2))
+            .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", dir.display())))?;
         let next_seq = match db.scan_prefix([P_SEQ]).keys().next_back() {
             Some(k) => tail_seq(&k.map_err(sled_err)?) + 1,
             None => 1,
@@ -171,15 +182,37 @@ impl SledStore {
             Some(_) => return Err(StoreError::Corrupt("event count has a bad length".into())),
             None => 0,
         };
+        let label = format!("ledger store {}", dir.display());
+        let guarded = durable::guard(&db, &committer, &dir.join(STATE_FILE), &label, next_seq - 1, accept_regression)
+            .map_err(|e| match e {
+                durable::GuardError::Io { .. } => StoreError::Unavailable(e.to_string()),
+                _ => StoreError::Regressed(e.to_string()),
+            })?;
+        if let Some(what) = &guarded.accepted {
+            tracing::error!(
+                problem = %what,
+                "opening the ledger store over a regression, as the operator asked; ledger_seq continues after {}",
+                guarded.high_water
+            );
+        }
+        let next_seq = next_seq.max(guarded.high_water + 1);
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,
+                committer,
                 write: Mutex::new(WriteState { next_seq, count }),
-                flush: Mutex::new(0),
+                flush: Mutex::new((0, guarded.state)),
+                applied_seq: AtomicU64::new(next_seq - 1),
+                regression: guarded.accepted,
                 applied: AtomicU64::new(0),
                 failed: Mutex::new(None),
             }),
         })
+    }
+
+    /// The problem the operator accepted at open (`--accept-store-regression`), if any.
+    pub fn regression(&self) -> Option<&str> {
+        self.inner.regression.as_deref()
     }
 
     fn check_failed(&self) -> Result<(), StoreError> {
@@ -192,23 +225,46 @@ impl SledStore {
     /// Waits until generation `gen` is durable, flushing if no flush that
     /// started after it has completed yet.
     fn wait_durable(&self, gen: u64) -> Result<(), StoreError> {
-        let mut durable = self.inner.flush.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.inner.flush.lock().unwrap_or_else(|p| p.into_inner());
+        let (durable, state) = &mut *guard;
         self.check_failed()?;
         if *durable >= gen {
             return Ok(());
         }
+        // Both read before the commit starts: everything they count was
+        // applied before it, so the commit covers it.
         let target = self.inner.applied.load(Ordering::SeqCst);
-        match self.inner.db.flush() {
-            Ok(_) => {
+        let applied_seq = self.inner.applied_seq.load(Ordering::SeqCst);
+        let committed = self.inner.committer.commit().map_err(|e| e.to_string()).and_then(|_| {
+            state
+                .advance(applied_seq, false)
+                .map(|_| ())
+                .map_err(|e| format!("write state file {}: {e}", state.path().display()))
+        });
+        match committed {
+            Ok(()) => {
                 *durable = target;
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "ledger store flush failed; refusing further writes");
-                *self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                Err(sled_err(e))
+                tracing::error!(error = %e, "ledger store commit failed; refusing further writes");
+                *self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                Err(StoreError::Unavailable(format!("commit: {e}")))
             }
         }
+    }
+
+    /// Commits what is outstanding and records the final high-water mark in
+    /// the state file (a clean close). Later writes still work.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut guard = self.inner.flush.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, state) = &mut *guard;
+        let applied_seq = self.inner.applied_seq.load(Ordering::SeqCst);
+        self.inner.committer.commit().map_err(|e| StoreError::Unavailable(format!("commit: {e}")))?;
+        state
+            .advance(applied_seq, true)
+            .map_err(|e| StoreError::Unavailable(format!("write state file: {e}")))?;
+        Ok(())
     }
 
     fn record_blocking(&self, node: &str, events: Vec<IncomingEvent>) -> Result<Vec<Outcome>, StoreError> {
@@ -265,6 +321,7 @@ impl SledStore {
                 db.apply_batch(batch).map_err(sled_err)?;
                 w.next_seq = next_seq;
                 w.count += added;
+                self.inner.applied_seq.fetch_max(next_seq - 1, Ordering::SeqCst);
             }
             // Taken under the write lock after the apply: a later batch that sees
             // this batch's rows (as duplicates) gets a higher generation and so
@@ -377,7 +434,7 @@ mod tests {
     async fn accepted_duplicate_conflict_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let s = SledStore::open(dir.path()).expect("open");
+            let s = SledStore::open(dir.path(), false).expect("open");
             let r = s
                 .record_batch("n1", vec![
                     inc(1, event("a", 1, PAYEE_A)),
@@ -396,7 +453,7 @@ mod tests {
             let r = s.record_batch("n2", vec![inc(7, event("b", 2, PAYEE_B)), inc(8, event("c", 3, PAYEE_A))]).await.expect("batch");
             assert_eq!(r, vec![Outcome::Duplicate { ledger_seq: 2 }, Outcome::Accepted { ledger_seq: 3 }]);
         }
-        let s = SledStore::open(dir.path()).expect("reopen");
+        let s = SledStore::open(dir.path(), false).expect("reopen");
         let st = s.stats().await.expect("stats");
         assert_eq!((st.events, st.ledger_seq_max), (3, 3));
         let got = s.get("c").await.expect("get").expect("present");
@@ -430,7 +487,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_batches_with_the_same_id_create_it_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = SledStore::open(dir.path()).expect("open");
+        let s = SledStore::open(dir.path(), false).expect("open");
         let mut tasks = Vec::new();
         for n in 0..8u64 {
             let s = s.clone();

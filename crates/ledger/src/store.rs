@@ -99,6 +99,10 @@ pub enum StoreError {
     /// The store URL or options are invalid.
     #[error("store config: {0}")]
     Config(String),
+    /// The store holds less than its state file says was made durable (or is
+    /// another store's); ledgerd refuses to start (docs/operations.md).
+    #[error("{0}")]
+    Regressed(String),
 }
 
 /// The store interface. Every method is safe to call concurrently.
@@ -173,12 +177,14 @@ impl AnyStore {
     /// Opens the store named by `url`: `sled:///path` or `postgres://…`.
     /// PostgreSQL is connected lazily: ledgerd starts (and answers 503) while
     /// the database is down.
-    pub fn open(url: &str) -> Result<AnyStore, StoreError> {
+    /// `accept_regression` opens a sled store that lost data anyway (the
+    /// operator's explicit decision; see `SledStore::open`).
+    pub fn open(url: &str, accept_regression: bool) -> Result<AnyStore, StoreError> {
         if let Some(path) = url.strip_prefix("sled://") {
             if path.is_empty() {
                 return Err(StoreError::Config("sled:// needs a path, e.g. sled:///var/lib/ledgerd".into()));
             }
-            Ok(AnyStore::Sled(crate::sled_store::SledStore::open(std::path::Path::new(path))?))
+            Ok(AnyStore::Sled(crate::sled_store::SledStore::open(std::path::Path::new(path), accept_regression)?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(AnyStore::Postgres(crate::pg_store::PgStore::new(url)?))
         } else {

@@ -1,5 +1,9 @@
-//! Group commit: one dedicated thread calls `Db::flush()` and wakes every writer
-//! whose write happened before that flush began.
+//! Group commit: one dedicated thread makes sled's writes durable (`Db::flush()`
+//! plus the fsyncs of [`durable::Committer::commit`]; `Db::flush()` alone is not
+//! an fsync and does not survive a power cut) and wakes every writer whose write
+//! happened before that commit began. After a commit it also advances the
+//! store's state file (the regression guard, at most once a second) to the
+//! highest seq that commit covered.
 //!
 //! Why not `flush_async`: in sled 0.34.7 many concurrent `flush_async` callers
 //! deadlock (seen with 64 callers: every `sled-io` thread parked in `make_stable`,
@@ -10,7 +14,10 @@
 //! reads `target = requested` and only then starts `Db::flush()`; when the flush
 //! returns it publishes `durable = target`. Every writer with a ticket `<= target`
 //! took it before the flusher read `requested`, so its write happened before the
-//! flush started and is covered by it.
+//! flush started and is covered by it. Likewise a writer raises `applied_high`
+//! to its record's seq after applying it and before taking its ticket, and the
+//! flusher reads `applied_high` before the flush: the state file is advanced
+//! only to a seq whose record that commit made durable.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,7 +29,7 @@ use tokio::sync::watch;
 /// What one group commit did, for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitInfo {
-    /// Wall time of the `Db::flush()` call.
+    /// Wall time of the commit (`Db::flush()` and the fsyncs).
     pub duration: Duration,
     /// Tickets (writers' requests) this flush made durable.
     pub tickets: u64,
@@ -61,6 +68,8 @@ pub(crate) struct GroupCommit {
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     commits: AtomicU64,
+    /// Highest seq whose record has been applied (see the module docs).
+    applied_high: AtomicU64,
 }
 
 /// Error of a wait: the flush that should have covered the write failed, or the
@@ -72,7 +81,11 @@ pub(crate) enum CommitError {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: sled::Db, observer: Option<CommitObserver>) -> Arc<GroupCommit> {
+    pub(crate) fn start(
+        committer: Arc<durable::Committer>,
+        state: durable::StateFile,
+        observer: Option<CommitObserver>,
+    ) -> Arc<GroupCommit> {
         let (durable_tx, _) = watch::channel(Durable::default());
         let gc = Arc::new(GroupCommit {
             requested: AtomicU64::new(0),
@@ -84,17 +97,18 @@ impl GroupCommit {
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
             commits: AtomicU64::new(0),
+            applied_high: AtomicU64::new(state.current().high_water),
         });
         let worker = Arc::clone(&gc);
         let handle = std::thread::Builder::new()
             .name("spool-flusher".into())
-            .spawn(move || worker.run(db, observer))
+            .spawn(move || worker.run(&committer, state, observer))
             .expect("spawn the spool flusher thread");
         *gc.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         gc
     }
 
-    fn run(&self, db: sled::Db, observer: Option<CommitObserver>) {
+    fn run(&self, committer: &durable::Committer, mut state: durable::StateFile, observer: Option<CommitObserver>) {
         let mut done = 0u64;
         let mut events_done = 0u64;
         loop {
@@ -111,14 +125,25 @@ impl GroupCommit {
             // Read the target before the flush starts: see the module docs.
             let target = self.requested.load(Ordering::SeqCst);
             let events_target = self.events.load(Ordering::SeqCst);
+            let applied_high = self.applied_high.load(Ordering::SeqCst);
             if target <= done {
-                // Stop was requested and nothing is waiting.
+                // Stop was requested and nothing is waiting: record the final
+                // high-water mark (everything applied was committed).
+                if let Err(e) = state.advance(applied_high, true) {
+                    tracing::error!(error = %e, path = %state.path().display(), "could not write the spool's state file at close");
+                }
                 self.durable_tx.send_modify(|d| d.closed = true);
                 return;
             }
             let started = Instant::now();
-            match db.flush() {
-                Ok(_) => {
+            let committed = committer.commit().map_err(|e| e.to_string()).and_then(|_| {
+                state
+                    .advance(applied_high, false)
+                    .map(|_| ())
+                    .map_err(|e| format!("write state file {}: {e}", state.path().display()))
+            });
+            match committed {
+                Ok(()) => {
                     let info = CommitInfo {
                         duration: started.elapsed(),
                         tickets: target - done,
@@ -133,13 +158,19 @@ impl GroupCommit {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "spool flush failed; refusing further writes");
-                    let msg: Arc<str> = Arc::from(format!("flush failed: {e}"));
+                    tracing::error!(error = %e, "spool commit failed; refusing further writes");
+                    let msg: Arc<str> = Arc::from(format!("commit failed: {e}"));
                     self.durable_tx.send_modify(|d| d.failed = Some(msg));
                     return;
                 }
             }
         }
+    }
+
+    /// Records that the record at `seq` has been applied (call before taking
+    /// the ticket that waits for it).
+    pub(crate) fn note_applied(&self, seq: u64) {
+        self.applied_high.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// Takes a ticket for writes already applied by this thread. Await it with

@@ -23,12 +23,26 @@
 //! m next_seq          -> u64 LE          seq high-water mark (survives compaction)
 //! ```
 //!
+//! ```text
+//! <dir>/sled/         the sled store (files: db, conf, snap.*, blobs/)
+//! <dir>/state         the state file of the regression guard (crates/durable)
+//! ```
+//!
+//! # Durability
+//! `Db::flush()` is not an fsync (sled 0.34.7 ends it in `sync_file_range`,
+//! which a power cut does not respect); a commit here is `Db::flush()` plus the
+//! fsyncs of [`durable::Committer::commit`]. The media assumptions are in the
+//! docs of the `durable` crate. At open, [`durable::guard`] compares the seq
+//! high-water mark sled holds with the state file: a spool that lost
+//! acknowledged records refuses to open ([`SpoolError::Regressed`]) unless
+//! [`SpoolConfig::accept_regression`] is set, and even then never reuses a seq.
+//!
 //! # Invariants
 //! - **Invariant:** [`Spool::append`] / [`Spool::append_batch`] return only after a
-//!   `Db::flush()` that started after the write was applied has completed. No
-//!   caller can acknowledge a write that is not on disk. This holds for
-//!   duplicates too: a duplicate of a not-yet-durable event waits for the same
-//!   flush as the original.
+//!   commit (`Db::flush()` and the fdatasync of sled's files) that started after
+//!   the write was applied has completed. No caller can acknowledge a write that
+//!   is not on stable storage. This holds for duplicates too: a duplicate of a
+//!   not-yet-durable event waits for the same commit as the original.
 //! - **Invariant:** nothing on a request path calls sled's `flush_async`; exactly
 //!   one thread (`spool-flusher`) calls `Db::flush()` (see [`commit`]).
 //! - **Invariant:** seq numbers only grow, across restarts and compaction; none is
@@ -100,6 +114,10 @@ pub struct SpoolConfig {
     pub disk_free_inodes_min: u64,
     /// How long an acked record is kept for dedupe and audit before compaction.
     pub acked_retention: Duration,
+    /// Open even if the store holds less than its state file says was made
+    /// durable (an operator's explicit decision after a loss; logged at ERROR,
+    /// see [`Spool::regression`]). Seqs are still never reused.
+    pub accept_regression: bool,
 }
 
 impl SpoolConfig {
@@ -113,6 +131,7 @@ impl SpoolConfig {
             disk_free_bytes_min: 0,
             disk_free_inodes_min: 0,
             acked_retention: Duration::from_secs(7 * 24 * 3600),
+            accept_regression: false,
         }
     }
 }
@@ -143,19 +162,41 @@ pub enum SpoolError {
     FlushFailed(Arc<str>),
     #[error("spool is closed")]
     Closed,
+    /// The disk or the quota is full (ENOSPC, EDQUOT): answered like the reserve.
+    #[error("no space left for the spool: {0}")]
+    NoSpace(String),
+    /// The store holds less than its state file says was made durable, or is
+    /// another store's; the spool refuses to open (see docs/operations.md).
+    #[error("{0}")]
+    Regressed(String),
 }
 
 impl SpoolError {
     /// Whether the same request may succeed later without operator action
     /// (space frees up as the forwarder drains).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SpoolError::Full { .. } | SpoolError::InsufficientStorage { .. })
+        matches!(self, SpoolError::Full { .. } | SpoolError::InsufficientStorage { .. } | SpoolError::NoSpace(_))
     }
 }
 
 impl From<sled::Error> for SpoolError {
     fn from(e: sled::Error) -> SpoolError {
-        SpoolError::Storage(e.to_string())
+        match durable::sled_io_kind(&e) {
+            Some(k) if durable::is_no_space(k) => SpoolError::NoSpace(e.to_string()),
+            _ => SpoolError::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<durable::OpenError> for SpoolError {
+    fn from(e: durable::OpenError) -> SpoolError {
+        match e {
+            durable::OpenError::Locked(m) => SpoolError::Locked(m),
+            other => match other.io_kind() {
+                Some(k) if durable::is_no_space(k) => SpoolError::NoSpace(other.to_string()),
+                _ => SpoolError::Storage(other.to_string()),
+            },
+        }
     }
 }
 
@@ -284,7 +325,10 @@ struct Counters {
 struct Inner {
     cfg: SpoolConfig,
     db: sled::Db,
+    committer: Arc<durable::Committer>,
     commit: Arc<GroupCommit>,
+    /// Set when the spool was opened over a regression the operator accepted.
+    regression: Option<String>,
     next_seq: AtomicU64,
     id_locks: Vec<Mutex<()>>,
     /// Serialises state transitions (ack, dead, requeue, drop, quarantine,
@@ -397,7 +441,8 @@ impl Spool {
     pub fn open_with(cfg: SpoolConfig, observer: Option<CommitObserver>) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| SpoolError::Storage(format!("create {}: {e}", cfg.dir.display())))?;
-        let db = open_sled(&cfg.dir.join("sled"))?;
+        let (db, committer) = durable::open(&cfg.dir.join("sled"), SLED_CACHE_BYTES, LOCK_WAIT)?;
+        let committer = Arc::new(committer);
         let counters = Counters {
             pending: AtomicU64::new(0),
             dead: AtomicU64::new(0),
@@ -417,8 +462,8 @@ impl Spool {
         };
         let marker = db.remove(META_CLEAN)?;
         // Make the marker's removal durable before anything else is written:
-        // from here on, a crash must lead to the repair pass.
-        db.flush()?;
+        // from here on, a crash (or a power cut) must lead to the repair pass.
+        committer.commit().map_err(|e| SpoolError::Storage(format!("commit at open: {e}")))?;
         let clean = marker.is_some();
         if let Some(snapshot) = marker.as_deref().and_then(CounterSnapshot::decode) {
             // Closed cleanly: the counters saved at close are exact, and no
@@ -426,9 +471,7 @@ impl Spool {
             // the backlog).
             snapshot.restore(&counters);
             next_seq = next_seq.max(snapshot.next_seq);
-            let commit = GroupCommit::start(db.clone(), observer);
-            let disk = DiskGuard::new(cfg.dir.clone());
-            return Ok(Spool::assemble(cfg, db, commit, next_seq, counters, disk));
+            return Spool::finish_open(cfg, db, committer, next_seq, counters, observer);
         }
         let mut repairs = 0u64;
         for item in db.scan_prefix([P_RECORD]) {
@@ -468,31 +511,57 @@ impl Spool {
         if repairs > 0 {
             tracing::warn!(repairs, "spool was not closed cleanly; repaired index entries from the records");
         }
-        let commit = GroupCommit::start(db.clone(), observer);
-        let disk = DiskGuard::new(cfg.dir.clone());
-        Ok(Spool::assemble(cfg, db, commit, next_seq, counters, disk))
+        Spool::finish_open(cfg, db, committer, next_seq, counters, observer)
     }
 
-    fn assemble(
+    /// The regression guard, then the flusher: the last steps of an open.
+    fn finish_open(
         cfg: SpoolConfig,
         db: sled::Db,
-        commit: Arc<GroupCommit>,
+        committer: Arc<durable::Committer>,
         next_seq: u64,
         counters: Counters,
-        disk: DiskGuard,
-    ) -> Spool {
-        Spool {
+        observer: Option<CommitObserver>,
+    ) -> Result<Spool, SpoolError> {
+        let state_path = cfg.dir.join("state");
+        let label = format!("spool {}", cfg.dir.display());
+        let held = next_seq.saturating_sub(1);
+        let guarded = durable::guard(&db, &committer, &state_path, &label, held, cfg.accept_regression)
+            .map_err(|e| match e {
+                durable::GuardError::Io { .. } => SpoolError::Storage(e.to_string()),
+                _ => SpoolError::Regressed(e.to_string()),
+            })?;
+        if let Some(what) = &guarded.accepted {
+            tracing::error!(
+                problem = %what,
+                "opening the spool over a regression, as the operator asked; seqs continue after {}",
+                guarded.high_water
+            );
+        }
+        // Never hand out a seq the state file says was used.
+        let next_seq = next_seq.max(guarded.high_water + 1);
+        let regression = guarded.accepted.clone();
+        let commit = GroupCommit::start(Arc::clone(&committer), guarded.state, observer);
+        let disk = DiskGuard::new(cfg.dir.clone());
+        Ok(Spool {
             inner: Arc::new(Inner {
                 cfg,
                 db,
+                committer,
                 commit,
+                regression,
                 next_seq: AtomicU64::new(next_seq),
                 id_locks: (0..ID_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 transition: Mutex::new(()),
                 counters,
                 disk,
             }),
-        }
+        })
+    }
+
+    /// The problem the operator accepted at open (`accept_regression`), if any.
+    pub fn regression(&self) -> Option<&str> {
+        self.inner.regression.as_deref()
     }
 
     pub fn config(&self) -> &SpoolConfig {
@@ -652,6 +721,7 @@ impl Spool {
         batch.insert(key(P_PENDING, seq), Vec::new());
         batch.insert(ikey, IdEntry { seq, digest }.encode().to_vec());
         batch.apply(&self.inner.db)?;
+        self.inner.commit.note_applied(seq);
         self.inner.counters.pending.fetch_add(1, Ordering::Relaxed);
         self.inner.counters.live_bytes.fetch_add(n, Ordering::Relaxed);
         Ok(AppendOutcome::Accepted { seq })
@@ -1082,7 +1152,10 @@ impl Spool {
             let _t = self.inner.transition.lock().unwrap_or_else(|p| p.into_inner());
             CounterSnapshot::take(&self.inner.counters, self.inner.next_seq.load(Ordering::SeqCst))
         };
-        let marked = db.insert(META_CLEAN, snapshot.encode()).and_then(|_| db.flush());
+        let marked = db
+            .insert(META_CLEAN, snapshot.encode())
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.inner.committer.commit().map_err(|e| e.to_string()));
         if let Err(e) = marked {
             tracing::warn!(error = %e, "could not mark the spool closed cleanly; the next open will check its indexes");
         }
@@ -1093,31 +1166,6 @@ impl Spool {
 /// sled's IO threads of a handle dropped a moment ago in this process can hold
 /// the file lock briefly; a daemon holding it holds it for much longer.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-
-fn open_sled(path: &Path) -> Result<sled::Db, SpoolError> {
-    let started = std::time::Instant::now();
-    loop {
-        let opened = sled::Config::new()
-            .path(path)
-            .cache_capacity(SLED_CACHE_BYTES)
-            // Durability comes from our own group commit; sled's periodic
-            // background flush would only be a second, uncoordinated flusher.
-            .flush_every_ms(None)
-            .open();
-        match opened {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(io))
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-            {
-                if started.elapsed() >= LOCK_WAIT {
-                    return Err(SpoolError::Locked(io.to_string()));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(other) => return Err(SpoolError::from(other)),
-        }
-    }
-}
 
 /// Makes the indexes agree with one record (the truth) after a crash: its state
 /// index present, other state indexes absent, its id entry present.
