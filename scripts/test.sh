@@ -32,13 +32,30 @@ ensure_postgres() {
   return 1
 }
 
+# The power-cut tests mount the project's FUSE file system
+# (crates/test-support/src/powercut.rs): /dev/fuse and, for unprivileged
+# mounts, fusermount3 from Debian's fuse3.
+ensure_fuse() {
+  if ! command -v fusermount3 >/dev/null 2>&1; then
+    echo "test.sh: installing fuse3 from Debian's packages (power-cut tests)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
+  fi
+  if [ ! -e /dev/fuse ]; then
+    modprobe fuse 2>/dev/null || true
+  fi
+}
+
 ensure_postgres
+ensure_fuse
 # The database the tests use (trust auth on this machine).
 if ! psql -h 127.0.0.1 -U postgres -Atqc "select 1 from pg_database where datname = 'test'" postgres | grep -q 1; then
   psql -h 127.0.0.1 -U postgres -qc "create database test" postgres
 fi
 
 # Build every binary first: the end-to-end tests start spoold, ledgerd and
-# spoolctl as child processes.
-cargo build --workspace --locked --bins
-cargo test --workspace --locked --no-fail-fast -- --test-threads="${OFFGRID_TEST_THREADS:-2}"
+# spoolctl as child processes. The daemons are built with failpoints (the
+# power-cut control runs skip or fail the fsync through FAILPOINTS); cargo
+# test gets the same features so that it does not rebuild them without.
+features="spoold/failpoints,ledger/failpoints"
+cargo build --workspace --locked --bins --features "$features"
+cargo test --workspace --locked --no-fail-fast --features "$features" -- --test-threads="${OFFGRID_TEST_THREADS:-2}"

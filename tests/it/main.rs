@@ -5,6 +5,7 @@ mod ingest;
 mod forward;
 mod ledger_pg;
 mod observability;
+mod powercut;
 mod forward_spoold;
 mod systemd_units;
 mod scenarios;

@@ -160,13 +160,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
 /// `lock_wait` for a lock held by a handle being dropped in this process, and
 /// makes every file and directory entry sled has made so far durable.
 pub fn open(dir: &Path, cache_bytes: u64, lock_wait: Duration) -> Result<(sled::Db, Committer), OpenError> {
-    let created = !dir.exists();
-    std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
-    if created {
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent).map_err(io_err(format!("fsync {}", parent.display())))?;
-        }
-    }
+    create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
     let started = std::time::Instant::now();
     let db = loop {
         let opened = sled::Config::new()
@@ -282,6 +276,27 @@ impl Committer {
     }
 }
 
+/// `std::fs::create_dir_all`, durably: every directory it creates has its
+/// entry synced (an fsync of its parent), so a power cut cannot take away the
+/// directory a store lives in (and the store with it, state file and all).
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => sync_dir(Path::new(".")),
+    }
+}
+
 /// fdatasync of a file (opened read-only: Linux syncs through any descriptor).
 pub fn sync_file(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_data()
@@ -330,9 +345,10 @@ pub enum GuardError {
 pub struct Guarded {
     /// The state file, to advance after commits.
     pub state: StateFile,
-    /// The highest sequence number ever recorded for this store: the store
-    /// must not hand out a sequence number at or below it.
-    pub high_water: u64,
+    /// The store must not hand out a sequence number at or below this: what
+    /// sled holds and the state file recorded; after an accepted regression,
+    /// the state file's reservation (above anything ever acknowledged).
+    pub seq_floor: u64,
     /// Set when the operator accepted a regression (or a foreign or unreadable
     /// state file): what was wrong, for the log and a metric.
     pub accepted: Option<String>,
@@ -402,6 +418,7 @@ pub fn guard(
         (None, None) => rand::random::<u128>(),
     };
     let recorded_high = recorded.as_ref().map_or(0, |s| s.high_water);
+    let recorded_reserved = recorded.as_ref().map_or(0, |s| s.reserved);
     if held < recorded_high {
         let err = GuardError::Regressed {
             label: label.to_owned(),
@@ -415,7 +432,12 @@ pub fn guard(
         accepted = Some(err.to_string());
     }
     let high_water = held.max(recorded_high);
-    let want = StoreState { store_id, high_water };
+    let seq_floor = if accepted.is_some() { high_water.max(recorded_reserved) } else { high_water };
+    let want = StoreState {
+        store_id,
+        high_water,
+        reserved: recorded_reserved.max(seq_floor.saturating_add(state::SEQ_RESERVE_STEP)),
+    };
     // The state file first, then the id into sled: a cut between the two
     // leaves a state file whose store sled does not name yet, which the next
     // open accepts (sled holds at least what the file says).
@@ -437,5 +459,5 @@ pub fn guard(
             .commit()
             .map_err(|e| GuardError::Io { what: "commit store id".into(), message: e.to_string() })?;
     }
-    Ok(Guarded { state, high_water, accepted })
+    Ok(Guarded { state, seq_floor, accepted })
 }

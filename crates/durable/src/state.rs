@@ -13,9 +13,17 @@
 //!      8     8  generation (u64)
 //!     16    16  store id (u128)
 //!     32     8  high-water mark: highest sequence number made durable (u64)
-//!     40     4  CRC32C of bytes 0..40
-//!     44   468  zero
+//!     40     8  reserved: no sequence number above this was ever handed out (u64)
+//!     48     4  CRC32C of bytes 0..48
+//!     52   460  zero
 //! ```
+//!
+//! The high-water mark lags (it is advanced at most once a
+//! [`crate::STATE_SYNC_INTERVAL`]); it detects a loss. The reservation leads:
+//! before a commit acknowledges a sequence number above it, the reservation
+//! is raised by [`SEQ_RESERVE_STEP`] and synced, so after a loss the store can
+//! continue above every number it ever acknowledged (one extra fsync per
+//! [`SEQ_RESERVE_STEP`] numbers).
 //!
 //! The file is created as `<name>.tmp`, fsynced, renamed into place, and its
 //! directory fsynced, so it is either absent or whole.
@@ -29,7 +37,10 @@ use std::time::Instant;
 /// Bytes of one slot.
 pub const SLOT_BYTES: usize = 512;
 const MAGIC: &[u8; 8] = b"OGSTATE\x01";
-const BODY_BYTES: usize = 40;
+const BODY_BYTES: usize = 48;
+/// Sequence numbers reserved at a time, in numbers. A million: one extra fsync
+/// per million events, and a jump of at most a million after a regression.
+pub const SEQ_RESERVE_STEP: u64 = 1_000_000;
 
 /// What the state file records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +49,8 @@ pub struct StoreState {
     pub store_id: u128,
     /// The highest sequence number the store has made durable.
     pub high_water: u64,
+    /// No sequence number above this was ever handed out and acknowledged.
+    pub reserved: u64,
 }
 
 /// Errors reading a state file.
@@ -65,8 +78,9 @@ fn encode(generation: u64, s: &StoreState) -> [u8; SLOT_BYTES] {
     b[8..16].copy_from_slice(&generation.to_le_bytes());
     b[16..32].copy_from_slice(&s.store_id.to_le_bytes());
     b[32..40].copy_from_slice(&s.high_water.to_le_bytes());
+    b[40..48].copy_from_slice(&s.reserved.to_le_bytes());
     let crc = crc32c::crc32c(&b[..BODY_BYTES]);
-    b[40..44].copy_from_slice(&crc.to_le_bytes());
+    b[BODY_BYTES..BODY_BYTES + 4].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
@@ -78,7 +92,7 @@ fn decode(b: &[u8]) -> Result<(u64, StoreState), String> {
         return Err("bad magic".into());
     }
     let mut crc = [0u8; 4];
-    crc.copy_from_slice(&b[40..44]);
+    crc.copy_from_slice(&b[BODY_BYTES..BODY_BYTES + 4]);
     if crc32c::crc32c(&b[..BODY_BYTES]) != u32::from_le_bytes(crc) {
         return Err("checksum mismatch".into());
     }
@@ -89,7 +103,10 @@ fn decode(b: &[u8]) -> Result<(u64, StoreState), String> {
     };
     let mut id = [0u8; 16];
     id.copy_from_slice(&b[16..32]);
-    Ok((u64_at(8), StoreState { store_id: u128::from_le_bytes(id), high_water: u64_at(32) }))
+    Ok((
+        u64_at(8),
+        StoreState { store_id: u128::from_le_bytes(id), high_water: u64_at(32), reserved: u64_at(40) },
+    ))
 }
 
 impl StateFile {
@@ -171,17 +188,24 @@ impl StateFile {
         Ok(())
     }
 
-    /// Raises the high-water mark to `high_water` if it is higher and at least
-    /// [`crate::STATE_SYNC_INTERVAL`] has passed since the last write (pass
-    /// `force` to ignore the interval, e.g. at a clean close). Call only with a
-    /// sequence number that a completed commit made durable.
+    /// Called after each commit with the highest sequence number the commit
+    /// covered, before the commit is acknowledged: raises the reservation
+    /// (synced) when the number passed it, and the high-water mark when it is
+    /// higher and [`crate::STATE_SYNC_INTERVAL`] has passed since the last
+    /// write (`force` ignores the interval, e.g. at a clean close). Returns
+    /// whether it wrote. Call only with a number a completed commit made durable.
     pub fn advance(&mut self, high_water: u64, force: bool) -> io::Result<bool> {
-        if high_water <= self.current.high_water
-            || (!force && self.written_at.elapsed() < crate::STATE_SYNC_INTERVAL)
-        {
+        let reserve = high_water > self.current.reserved;
+        let raise = high_water > self.current.high_water
+            && (force || self.written_at.elapsed() >= crate::STATE_SYNC_INTERVAL);
+        if !reserve && !raise {
             return Ok(false);
         }
-        let next = StoreState { store_id: self.current.store_id, high_water };
+        let next = StoreState {
+            store_id: self.current.store_id,
+            high_water: high_water.max(self.current.high_water),
+            reserved: if reserve { high_water.saturating_add(SEQ_RESERVE_STEP) } else { self.current.reserved },
+        };
         self.advance_to(next)?;
         Ok(true)
     }
@@ -206,13 +230,13 @@ mod tests {
     fn slots_alternate_and_the_newest_valid_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("state");
-        let mut f = StateFile::create(&p, &StoreState { store_id: 7, high_water: 3 }).expect("create");
+        let mut f = StateFile::create(&p, &StoreState { store_id: 7, high_water: 3, reserved: 100 }).expect("create");
         for h in [10, 20, 30] {
             assert!(f.advance(h, true).expect("advance"));
         }
         assert!(!f.advance(25, true).expect("lower is ignored"));
         let (_, st) = StateFile::open(&p).expect("open").expect("present");
-        assert_eq!(st, StoreState { store_id: 7, high_water: 30 });
+        assert_eq!(st, StoreState { store_id: 7, high_water: 30, reserved: 100 });
         // Corrupt the newest slot (generation 4, even, is in slot 1): the older copy wins.
         let mut bad = std::fs::read(&p).expect("read");
         bad[SLOT_BYTES + 20] ^= 0xff;
@@ -231,9 +255,20 @@ mod tests {
     #[test]
     fn the_interval_limits_writes_unless_forced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut f = StateFile::create(&dir.path().join("s"), &StoreState { store_id: 1, high_water: 0 }).expect("create");
+        let st = StoreState { store_id: 1, high_water: 0, reserved: 10 };
+        let mut f = StateFile::create(&dir.path().join("s"), &st).expect("create");
         assert!(!f.advance(5, false).expect("advance"), "written just now: waits for the interval");
         assert!(f.advance(5, true).expect("advance"));
         assert_eq!(f.current().high_water, 5);
+    }
+
+    #[test]
+    fn passing_the_reservation_writes_at_once_and_reserves_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = StoreState { store_id: 1, high_water: 0, reserved: 10 };
+        let mut f = StateFile::create(&dir.path().join("s"), &st).expect("create");
+        assert!(f.advance(11, false).expect("advance"), "past the reservation: written despite the interval");
+        assert_eq!(f.current().reserved, 11 + SEQ_RESERVE_STEP);
+        assert_eq!(f.current().high_water, 11);
     }
 }

@@ -192,10 +192,10 @@ impl SledStore {
             tracing::error!(
                 problem = %what,
                 "opening the ledger store over a regression, as the operator asked; ledger_seq continues after {}",
-                guarded.high_water
+                guarded.seq_floor
             );
         }
-        let next_seq = next_seq.max(guarded.high_water + 1);
+        let next_seq = next_seq.max(guarded.seq_floor + 1);
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,

@@ -439,7 +439,7 @@ impl Spool {
 
     /// Like [`Spool::open`], with a callback run after every group commit.
     pub fn open_with(cfg: SpoolConfig, observer: Option<CommitObserver>) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(&cfg.dir)
+        durable::create_dir_all(&cfg.dir)
             .map_err(|e| SpoolError::Storage(format!("create {}: {e}", cfg.dir.display())))?;
         let (db, committer) = durable::open(&cfg.dir.join("sled"), SLED_CACHE_BYTES, LOCK_WAIT)?;
         let committer = Arc::new(committer);
@@ -535,11 +535,11 @@ impl Spool {
             tracing::error!(
                 problem = %what,
                 "opening the spool over a regression, as the operator asked; seqs continue after {}",
-                guarded.high_water
+                guarded.seq_floor
             );
         }
         // Never hand out a seq the state file says was used.
-        let next_seq = next_seq.max(guarded.high_water + 1);
+        let next_seq = next_seq.max(guarded.seq_floor + 1);
         let regression = guarded.accepted.clone();
         let commit = GroupCommit::start(Arc::clone(&committer), guarded.state, observer);
         let disk = DiskGuard::new(cfg.dir.clone());

@@ -30,6 +30,9 @@ pub struct Ledgerd {
     pub extra_config: String,
     /// Holds the store (for sled), the tokens file and the log.
     pub dir: PathBuf,
+    /// Extra flags and environment of every (re)start (e.g. `FAILPOINTS`).
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -67,6 +70,8 @@ impl Ledgerd {
             store_url: store_url.to_owned(),
             extra_config: extra_config.to_owned(),
             dir: dir.to_path_buf(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
             _tmp: None,
         };
         l.spawn().await?;
@@ -86,11 +91,14 @@ impl Ledgerd {
             "--tokens-file".into(),
             self.dir.join("ledgerd.tokens").display().to_string(),
         ]
+        .into_iter()
+        .chain(self.extra_args.iter().cloned())
+        .collect()
     }
 
     /// Starts the process (again) and waits for `/healthz`.
     pub async fn spawn(&mut self) -> anyhow::Result<()> {
-        let p = DaemonProcess::spawn("ledgerd", &self.args(), &self.dir.join("ledgerd.log"))?;
+        let p = DaemonProcess::spawn_env("ledgerd", &self.args(), &self.env, &self.dir.join("ledgerd.log"))?;
         self.process = Some(p);
         wait_http_ok(&format!("{}/healthz", self.url), Duration::from_secs(20)).await
     }

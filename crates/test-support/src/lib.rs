@@ -5,6 +5,7 @@
 pub mod events;
 pub mod ledgerd;
 pub mod loris;
+pub mod powercut;
 pub mod process;
 pub mod proxy;
 pub mod spoold;

@@ -69,9 +69,21 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `bin` with `args`; its stderr goes to `log` (kept for post-mortems).
     pub fn spawn(bin: &str, args: &[String], log: &std::path::Path) -> anyhow::Result<DaemonProcess> {
+        DaemonProcess::spawn_env(bin, args, &[], log)
+    }
+
+    /// [`DaemonProcess::spawn`] with extra environment variables (e.g.
+    /// `FAILPOINTS` for a daemon built with the `failpoints` feature).
+    pub fn spawn_env(
+        bin: &str,
+        args: &[String],
+        env: &[(String, String)],
+        log: &std::path::Path,
+    ) -> anyhow::Result<DaemonProcess> {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let child = Command::new(find_bin(bin)?)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -106,6 +118,22 @@ impl DaemonProcess {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; kills it and
+    /// fails if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                anyhow::bail!("{} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

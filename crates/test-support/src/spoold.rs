@@ -31,6 +31,8 @@ pub struct SpooldOptions {
     /// Forward to these ledgers with this bearer secret (written to
     /// `<tempdir>/ledger.token`); sets `[ledger] urls` and `token_file`.
     pub forward_to: Option<(Vec<String>, String)>,
+    /// Extra environment of every (re)start, e.g. `FAILPOINTS`.
+    pub env: Vec<(String, String)>,
 }
 
 impl SpooldOptions {
@@ -54,6 +56,12 @@ impl SpooldOptions {
         self
     }
 
+    /// An environment variable for every (re)start.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Forward to `url` with bearer `token`.
     pub fn forward_to(mut self, url: &str, token: &str) -> Self {
         self.forward_to = Some((vec![url.to_owned()], token.to_owned()));
@@ -74,6 +82,8 @@ pub struct Spoold {
     /// The extra flags of every (re)start ([`SpooldOptions::args`], or those
     /// given to [`Spoold::restart_with`]).
     pub args: Vec<String>,
+    /// The extra environment of every (re)start ([`SpooldOptions::env`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl Spoold {
@@ -124,15 +134,21 @@ impl Spoold {
             log_path,
             process: None,
             args: opts.args.clone(),
+            env: opts.env.clone(),
         };
         s.spawn().await?;
         Ok(s)
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    fn command_args(&self, extra: &[String]) -> Vec<String> {
         let mut args = vec!["--config".to_owned(), self.config_path.display().to_string()];
-        args.extend_from_slice(&self.args);
-        let mut p = DaemonProcess::spawn("spoold", &args, &self.log_path)?;
+        args.extend_from_slice(extra);
+        args
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let args = self.command_args(&self.args);
+        let mut p = DaemonProcess::spawn_env("spoold", &args, &self.env, &self.log_path)?;
         let ready = wait_http_ok(&self.url("/readyz"), Duration::from_secs(30)).await;
         if let Err(e) = ready {
             let running = p.is_running();
@@ -159,6 +175,22 @@ impl Spoold {
     pub async fn restart_with(&mut self, args: &[String]) -> anyhow::Result<()> {
         self.args = args.to_vec();
         self.restart().await
+    }
+
+    /// Runs spoold with the same config and environment and `extra` flags
+    /// until it exits by itself (a start that must be refused), within
+    /// `timeout`: its exit status and what it printed.
+    pub fn run_to_exit(&mut self, extra: &[String], timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
+        if let Some(mut p) = self.process.take() {
+            if p.is_running() {
+                p.kill9();
+            }
+        }
+        let out_path = self.dir.path().join("refused.log");
+        let _ = std::fs::remove_file(&out_path);
+        let mut p = DaemonProcess::spawn_env("spoold", &self.command_args(extra), &self.env, &out_path)?;
+        let status = p.wait_exit(timeout)?;
+        Ok((status, std::fs::read_to_string(&out_path).unwrap_or_default()))
     }
 
     /// `http://127.0.0.1:<port><path>`
