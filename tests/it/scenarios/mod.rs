@@ -31,6 +31,7 @@ mod kernel_panic;
 mod ledger_db_crash;
 mod packet_loss;
 mod planned_restarts;
+mod power_incident;
 mod read_leak;
 mod slowloris;
 mod table_locks;
