@@ -68,16 +68,21 @@ where
 /// A minimal group flush over a bare sled `Db`, for the baseline.
 struct BareGroupFlush {
     db: sled::Db,
+    /// With a committer, each group commit is the durable one (flush plus
+    /// fdatasync); without, `Db::flush()` alone (what the spool did before the
+    /// power-loss fix, and what does not survive a power cut).
+    committer: Option<durable::Committer>,
     requested: AtomicU64,
     durable: watch::Sender<u64>,
     wake: (std::sync::Mutex<()>, std::sync::Condvar),
 }
 
 impl BareGroupFlush {
-    fn start(db: sled::Db) -> Arc<BareGroupFlush> {
+    fn start(db: sled::Db, committer: Option<durable::Committer>) -> Arc<BareGroupFlush> {
         let (durable, _) = watch::channel(0);
         let g = Arc::new(BareGroupFlush {
             db,
+            committer,
             requested: AtomicU64::new(0),
             durable,
             wake: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
@@ -97,7 +102,14 @@ impl BareGroupFlush {
                     }
                     continue;
                 }
-                worker.db.flush().expect("flush");
+                match &worker.committer {
+                    Some(c) => {
+                        c.commit().expect("durable commit");
+                    }
+                    None => {
+                        worker.db.flush().expect("flush");
+                    }
+                }
                 done = target;
                 worker.durable.send_replace(target);
             }
@@ -143,8 +155,12 @@ pub struct CommitReport {
 #[derive(Debug, Clone, Copy)]
 pub struct CommitPoint {
     pub writers: usize,
-    /// Bare sled group flush (the baseline), events/s.
+    /// Bare sled group flush, `Db::flush()` only (not durable against a
+    /// power cut), events/s.
     pub bare: f64,
+    /// Bare sled group flush with the durable commit (flush plus fdatasync),
+    /// events/s: the baseline.
+    pub bare_fsync: f64,
     /// `Spool::append`, events/s.
     pub spool: f64,
 }
@@ -164,10 +180,18 @@ pub fn record_frame() -> Vec<u8> {
 pub fn run(args: CommitArgs) -> anyhow::Result<()> {
     let report = measure(&args)?;
     println!();
-    println!("| writers | bare group flush (baseline) | Spool::append | ratio |");
-    println!("|--:|--:|--:|--:|");
+    println!("| writers | bare flush only | bare flush + fdatasync | fsync cost | Spool::append (durable) | vs bare + fdatasync |");
+    println!("|--:|--:|--:|--:|--:|--:|");
     for p in &report.points {
-        println!("| {} | {:.0} | {:.0} | {:.2} |", p.writers, p.bare, p.spool, p.spool / p.bare.max(1.0));
+        println!(
+            "| {} | {:.0} | {:.0} | {:+.0}% | {:.0} | {:.2} |",
+            p.writers,
+            p.bare,
+            p.bare_fsync,
+            (p.bare_fsync / p.bare.max(1.0) - 1.0) * 100.0,
+            p.spool,
+            p.spool / p.bare_fsync.max(1.0)
+        );
     }
     Ok(())
 }
@@ -199,8 +223,7 @@ pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
     println!("flush per write (1 writer): {serial:.0} events/s");
     let mut points = Vec::new();
     for &writers in &args.writers {
-        let bare = {
-            let g = BareGroupFlush::start(sled_db(&base.path().join(format!("bare-{writers}"))));
+        let bare_run = |g: Arc<BareGroupFlush>| {
             let value = Arc::new(record_bytes.clone());
             let gg = Arc::clone(&g);
             let rate = rt.block_on(measure_rate(writers, args.seconds, move |w, i| {
@@ -210,6 +233,13 @@ pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
             }));
             g.stop();
             rate
+        };
+        let bare = bare_run(BareGroupFlush::start(sled_db(&base.path().join(format!("bare-{writers}"))), None));
+        let bare_fsync = {
+            let (db, committer) =
+                durable::open(&base.path().join(format!("bare-fsync-{writers}")), 1 << 30, Duration::from_secs(2))
+                    .context("open sled for the durable bare flush")?;
+            bare_run(BareGroupFlush::start(db, Some(committer)))
         };
         let spooled = {
             let spool = Spool::open(SpoolConfig::for_dir(base.path().join(format!("spool-{writers}"))))
@@ -225,8 +255,12 @@ pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
             spool.close();
             rate
         };
-        println!("  {writers:>3} writers: bare group flush {bare:.0} events/s, Spool::append {spooled:.0} events/s");
-        points.push(CommitPoint { writers, bare, spool: spooled });
+        println!(
+            "  {writers:>3} writers: bare group flush {bare:.0} events/s, with fdatasync {bare_fsync:.0} events/s \
+             ({:+.0}%), Spool::append (durable) {spooled:.0} events/s",
+            (bare_fsync / bare.max(1.0) - 1.0) * 100.0
+        );
+        points.push(CommitPoint { writers, bare, bare_fsync, spool: spooled });
     }
     Ok(CommitReport {
         seconds: args.seconds,
