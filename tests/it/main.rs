@@ -8,3 +8,4 @@ mod observability;
 mod forward_spoold;
 mod systemd_units;
 mod scenarios;
+mod docs_contract;
