@@ -9,3 +9,4 @@ mod forward_spoold;
 mod systemd_units;
 mod scenarios;
 mod docs_contract;
+mod version;

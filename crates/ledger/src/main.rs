@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
-#[command(name = "ledgerd", version, about = "offgrid reference central ledger")]
+#[command(name = "ledgerd", version = buildinfo::version(), about = "offgrid reference central ledger")]
 struct Cli {
     /// Config file (TOML).
     #[arg(long)]
@@ -39,10 +39,19 @@ struct Cli {
     /// Validate the configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    /// Print the man page (roff) to stdout and exit.
+    #[arg(long, exclusive = true)]
+    man: bool,
+    /// Print a completion script for SHELL to stdout and exit.
+    #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(printed) = buildinfo::print_cli_docs(<Cli as clap::CommandFactory>::command(), cli.man, cli.completions) {
+        std::process::exit(if printed.is_ok() { 0 } else { 1 });
+    }
     let over = Overrides { listen: cli.listen.clone(), store: cli.store.clone(), tokens_file: cli.tokens_file.clone() };
     let cfg = match Config::load(cli.config.as_deref(), &over) {
         Ok(c) => c,
