@@ -10,3 +10,4 @@ mod systemd_units;
 mod scenarios;
 mod docs_contract;
 mod version;
+mod openapi;
