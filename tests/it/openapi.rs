@@ -48,13 +48,19 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
-/// Starts one schemathesis run of `spec` against `url` with `token`.
-fn schemathesis(bin: &PathBuf, spec: &str, url: &str, token: &str) -> std::process::Child {
+/// Starts one schemathesis run of `spec` against `url` with `token`, in
+/// `work` (schemathesis keeps a cache in its working directory).
+fn schemathesis(bin: &PathBuf, work: &std::path::Path, spec: &str, url: &str, token: &str) -> std::process::Child {
+    let dir = openapi_dir();
     Command::new(bin)
-        .current_dir(openapi_dir())
+        .current_dir(work)
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
-        .env("PYTHONPATH", ".")
-        .args(["--config-file", "schemathesis.toml", "run", spec, "--url", url, "--checks", "all"])
+        .env("PYTHONPATH", &dir)
+        .arg("--config-file")
+        .arg(dir.join("schemathesis.toml"))
+        .arg("run")
+        .arg(dir.join(spec))
+        .args(["--url", url, "--checks", "all"])
         .args(["--max-examples", &env_or("OFFGRID_SCHEMATHESIS_EXAMPLES", "60")])
         .args(["--seed", &env_or("OFFGRID_SCHEMATHESIS_SEED", "1")])
         .args(["--generation-database", "none", "--no-color", "--request-timeout", "10", "--workers", "1"])
@@ -77,13 +83,14 @@ async fn openapi_documents_hold_against_the_daemons() {
     };
     let ledger = Ledgerd::start().await.unwrap();
     let spoold = Spoold::start(SpooldOptions::default().forward_to(&ledger.url, NODE_TOKEN)).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
     let started = Instant::now();
     // Three passes at once: the ingest API, the ledger API as admin (every
     // operation allowed), and as a merchant (403 and 404 paths of the roles).
     let passes = [
-        ("spoold.yaml (token of a client)", schemathesis(&bin, "spoold.yaml", &spoold.url(""), TEST_TOKEN)),
-        ("ledgerd.yaml (admin token)", schemathesis(&bin, "ledgerd.yaml", &ledger.url, ADMIN_TOKEN)),
-        ("ledgerd.yaml (merchant token)", schemathesis(&bin, "ledgerd.yaml", &ledger.url, MERCHANT_TOKEN)),
+        ("spoold.yaml (token of a client)", schemathesis(&bin, work.path(), "spoold.yaml", &spoold.url(""), TEST_TOKEN)),
+        ("ledgerd.yaml (admin token)", schemathesis(&bin, work.path(), "ledgerd.yaml", &ledger.url, ADMIN_TOKEN)),
+        ("ledgerd.yaml (merchant token)", schemathesis(&bin, work.path(), "ledgerd.yaml", &ledger.url, MERCHANT_TOKEN)),
     ];
     let mut failed = Vec::new();
     for (name, child) in passes {
