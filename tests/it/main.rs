@@ -11,3 +11,4 @@ mod scenarios;
 mod docs_contract;
 mod version;
 mod openapi;
+mod deb;
