@@ -12,3 +12,4 @@ mod docs_contract;
 mod version;
 mod openapi;
 mod deb;
+mod tls;

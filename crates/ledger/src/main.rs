@@ -61,7 +61,12 @@ fn main() {
         }
     };
     if cli.check_config {
-        println!("ledgerd: configuration ok (store {}, {} tokens)", redact_url(&cfg.store_url), cfg.tokens.len());
+        println!(
+            "ledgerd: configuration ok (store {}, {} tokens, {})",
+            redact_url(&cfg.store_url),
+            cfg.tokens.len(),
+            if cfg.tls.is_some() { "TLS" } else { "plain HTTP" }
+        );
         return;
     }
     common::logging::init(cfg.log_json);
@@ -120,7 +125,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         body_read_timeout: cfg.body_read_timeout,
         ..ServerLimits::default()
     };
-    tracing::info!(addr = %cfg.listen, store = backend, "ledgerd listening");
+    tracing::info!(addr = %cfg.listen, store = backend, tls = cfg.tls.is_some(), "ledgerd listening");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let probe_api = Arc::clone(&api);
@@ -145,7 +150,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
-    let server = tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx));
+    let server = match cfg.tls.clone() {
+        Some(tls) => tokio::spawn(common::http::serve_tls(listener, tls, limits, Arc::clone(&api).handler(), shutdown_rx)),
+        None => tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx)),
+    };
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
