@@ -10,7 +10,8 @@
 //! cannot express. The run is bounded by examples per operation
 //! (`OFFGRID_SCHEMATHESIS_EXAMPLES`, default 60) with a fixed seed
 //! (`OFFGRID_SCHEMATHESIS_SEED`, default 1), so it is reproducible and takes
-//! well under two minutes. Without schemathesis the test prints SKIPPED, unless
+//! well under two minutes. One pass runs against a ledgerd speaking TLS
+//! (certificates made by the test). Without schemathesis the test prints SKIPPED, unless
 //! `CI` is set: then it fails.
 
 #![allow(clippy::unwrap_used)]
@@ -51,6 +52,17 @@ fn env_or(name: &str, default: &str) -> String {
 /// Starts one schemathesis run of `spec` against `url` with `token`, in
 /// `work` (schemathesis keeps a cache in its working directory).
 fn schemathesis(bin: &PathBuf, work: &std::path::Path, spec: &str, url: &str, token: &str) -> std::process::Child {
+    schemathesis_with(bin, work, spec, url, token, &[])
+}
+
+fn schemathesis_with(
+    bin: &PathBuf,
+    work: &std::path::Path,
+    spec: &str,
+    url: &str,
+    token: &str,
+    extra: &[String],
+) -> std::process::Child {
     let dir = openapi_dir();
     Command::new(bin)
         .current_dir(work)
@@ -64,6 +76,7 @@ fn schemathesis(bin: &PathBuf, work: &std::path::Path, spec: &str, url: &str, to
         .args(["--max-examples", &env_or("OFFGRID_SCHEMATHESIS_EXAMPLES", "60")])
         .args(["--seed", &env_or("OFFGRID_SCHEMATHESIS_SEED", "1")])
         .args(["--generation-database", "none", "--no-color", "--request-timeout", "10", "--workers", "1"])
+        .args(extra)
         .arg("-H")
         .arg(format!("Authorization: Bearer {token}"))
         .stdout(std::process::Stdio::piped())
@@ -84,6 +97,18 @@ async fn openapi_documents_hold_against_the_daemons() {
     let ledger = Ledgerd::start().await.unwrap();
     let spoold = Spoold::start(SpooldOptions::default().forward_to(&ledger.url, NODE_TOKEN)).await.unwrap();
     let work = tempfile::tempdir().unwrap();
+    // A second ledgerd speaking TLS, with certificates made for this run: the
+    // same API, the same bad input, through rustls.
+    let pki = crate::tls::make_pki(work.path());
+    let tls_dir = work.path().join("ledgerd-tls");
+    let tls_config = format!(
+        "[listen]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        pki.cert.display().to_string(),
+        pki.key.display().to_string()
+    );
+    let tls_port = test_support::free_port();
+    let tls_ledger = start_tls_ledgerd(&tls_dir, tls_port, &tls_config, &pki.ca_pem).await;
+    let tls_url = format!("https://localhost:{tls_port}");
     let started = Instant::now();
     // Three passes at once: the ingest API, the ledger API as admin (every
     // operation allowed), and as a merchant (403 and 404 paths of the roles).
@@ -91,6 +116,17 @@ async fn openapi_documents_hold_against_the_daemons() {
         ("spoold.yaml (token of a client)", schemathesis(&bin, work.path(), "spoold.yaml", &spoold.url(""), TEST_TOKEN)),
         ("ledgerd.yaml (admin token)", schemathesis(&bin, work.path(), "ledgerd.yaml", &ledger.url, ADMIN_TOKEN)),
         ("ledgerd.yaml (merchant token)", schemathesis(&bin, work.path(), "ledgerd.yaml", &ledger.url, MERCHANT_TOKEN)),
+        (
+            "ledgerd.yaml over TLS (admin token)",
+            schemathesis_with(
+                &bin,
+                work.path(),
+                "ledgerd.yaml",
+                &tls_url,
+                ADMIN_TOKEN,
+                &["--tls-verify".to_owned(), pki.ca.display().to_string()],
+            ),
+        ),
     ];
     let mut failed = Vec::new();
     for (name, child) in passes {
@@ -123,4 +159,36 @@ async fn openapi_documents_hold_against_the_daemons() {
     // The daemons are still healthy after the run.
     test_support::wait_http_ok(&spoold.url("/readyz"), Duration::from_secs(5)).await.unwrap();
     test_support::wait_http_ok(&format!("{}/readyz", ledger.url), Duration::from_secs(5)).await.unwrap();
+    drop(tls_ledger);
+}
+
+/// Starts ledgerd on `port` with TLS (`config`), waits for `/healthz` over
+/// TLS with a client that trusts `ca_pem`.
+async fn start_tls_ledgerd(dir: &std::path::Path, port: u16, config: &str, ca_pem: &str) -> test_support::DaemonProcess {
+    std::fs::create_dir_all(dir).unwrap();
+    let tokens = dir.join("ledgerd.tokens");
+    std::fs::write(&tokens, format!("front:{NODE_TOKEN}:node\nops:{ADMIN_TOKEN}:admin\nshop:{MERCHANT_TOKEN}:merchant:{}\n", test_support::ledgerd::MERCHANT_PAYEE)).unwrap();
+    std::fs::write(dir.join("ledgerd.toml"), config).unwrap();
+    let args = vec![
+        "--config".to_owned(),
+        dir.join("ledgerd.toml").display().to_string(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--store".to_owned(),
+        format!("sled://{}", dir.join("store").display()),
+        "--tokens-file".to_owned(),
+        tokens.display().to_string(),
+    ];
+    let p = test_support::DaemonProcess::spawn("ledgerd", &args, &dir.join("ledgerd.log")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !client.get(format!("https://localhost:{port}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "ledgerd over TLS did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p
 }

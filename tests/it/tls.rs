@@ -16,13 +16,16 @@ use std::time::{Duration, Instant};
 use test_support::ledgerd::{ADMIN_TOKEN, NODE_TOKEN};
 use test_support::{free_port, DaemonProcess};
 
-struct Pki {
-    ca_pem: String,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
+/// A test CA and a server certificate it signed, as PEM files in a directory.
+pub(crate) struct Pki {
+    pub ca_pem: String,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
-fn make_pki(dir: &Path) -> Pki {
+/// Makes a CA and a certificate for localhost and 127.0.0.1 in `dir`.
+pub(crate) fn make_pki(dir: &Path) -> Pki {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "offgrid test CA");
@@ -34,7 +37,9 @@ fn make_pki(dir: &Path) -> Pki {
     let (cert_path, key_path) = (dir.join("ledgerd.crt"), dir.join("ledgerd.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    Pki { ca_pem: ca.pem(), cert: cert_path, key: key_path }
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    Pki { ca_pem: ca.pem(), ca: ca_path, cert: cert_path, key: key_path }
 }
 
 fn write_tokens(dir: &Path) -> std::path::PathBuf {
