@@ -290,11 +290,28 @@ async fn metrics_and_routes_match_the_contract() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Metrics.
-    let text = client.get(spoold.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    compare_metrics("spoold", &scrape_families(&text), &doc_metrics(&doc, "spoold metrics"));
-    let text = client.get(format!("{}/metrics", ledger.url)).send().await.unwrap().text().await.unwrap();
-    compare_metrics("ledgerd", &scrape_families(&text), &doc_metrics(&doc, "ledgerd metrics"));
+    // Metrics. The forwarder counts a batch after the ledger's answer, which can
+    // come after the event is readable at the ledger: scrape until every
+    // documented label has a series (or 10 s passed), then compare.
+    for (daemon, url, heading) in [
+        ("spoold", spoold.url("/metrics"), "spoold metrics"),
+        ("ledgerd", format!("{}/metrics", ledger.url), "ledgerd metrics"),
+    ] {
+        let documented = doc_metrics(&doc, heading);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let scraped = loop {
+            let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+            let scraped = scrape_families(&text);
+            let complete = documented
+                .iter()
+                .all(|(name, (_, labels))| labels.is_empty() || scraped.get(name).is_none_or(|(_, l)| !l.is_empty()));
+            if complete || Instant::now() > deadline {
+                break scraped;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        compare_metrics(daemon, &scraped, &documented);
+    }
 
     // Routes: the routers' source against the contract's route tables ...
     for (daemon, source, heading) in [
