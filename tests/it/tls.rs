@@ -173,3 +173,83 @@ fn half_or_broken_tls_config_is_a_config_error() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("TLS"));
 }
+
+/// A certificate for localhost and 127.0.0.1 signed by a fresh CA: (CA PEM,
+/// certificate PEM, key PEM, certificate DER).
+fn fresh_identity(name: &str) -> (String, String, String, Vec<u8>) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("offgrid test CA {name}"));
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+async fn peer_certificate(client: &reqwest::Client, url: &str) -> Vec<u8> {
+    let r = client.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate()).unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn sighup_swaps_the_certificate_without_dropping_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ca_a, cert_a, key_a, der_a) = fresh_identity("A");
+    let (ca_b, cert_b, key_b, der_b) = fresh_identity("B");
+    let (cert, key) = (dir.join("ledgerd.crt"), dir.join("ledgerd.key"));
+    std::fs::write(&cert, &cert_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let config = dir.join("ledgerd.toml");
+    std::fs::write(&config, format!("[listen]\ntls_cert = {:?}\ntls_key = {:?}\n", cert.display().to_string(), key.display().to_string()))
+        .unwrap();
+    let port = free_port();
+    let ledgerd = DaemonProcess::spawn("ledgerd", &ledgerd_args(dir, &config, port), &dir.join("ledgerd.log")).unwrap();
+    let log = || std::fs::read_to_string(dir.join("ledgerd.log")).unwrap_or_default();
+    let client = || {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_a.as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_b.as_bytes()).unwrap())
+            .tls_info(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{port}/healthz");
+    let kept = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kept.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "ledgerd over TLS never answered\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(peer_certificate(&kept, &url).await, der_a, "before the reload: certificate A");
+
+    let hup = |what: &str| {
+        let pid = ledgerd.child.id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success(), "kill -HUP ({what})");
+    };
+    std::fs::write(&cert, &cert_b).unwrap();
+    std::fs::write(&key, &key_b).unwrap();
+    hup("B");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer_certificate(&client(), &url).await != der_b {
+        assert!(Instant::now() < deadline, "SIGHUP did not swap the certificate\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection opened before the reload is still served (not dropped).
+    assert_eq!(peer_certificate(&kept, &url).await, der_a, "the kept connection was dropped by the reload");
+
+    // A bad pair (A's key with B's certificate) is refused; B stays in use.
+    std::fs::write(&key, &key_a).unwrap();
+    hup("mismatched key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("TLS certificate not reloaded") {
+        assert!(Instant::now() < deadline, "a bad reload was not reported\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(peer_certificate(&client(), &url).await, der_b, "a failed reload must keep the certificate in use");
+}

@@ -117,9 +117,9 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// `[listen] tls_cert` + `tls_key`: the listener speaks TLS. `None`: plain
-    /// HTTP (loopback, tests, or TLS terminated in front).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `[listen] tls_cert` + `tls_key`: the listener speaks TLS (reloadable on
+    /// SIGHUP). `None`: plain HTTP (loopback, tests, or TLS terminated in front).
+    pub tls: Option<Arc<common::tls::Certificate>>,
     pub store_url: String,
     pub tokens: TokenSet,
     /// Role of each token, by token name.
@@ -158,7 +158,7 @@ impl Config {
         let tls = match (raw.listen.tls_cert, raw.listen.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
-                Some(common::tls::server_config(&cert, &key).map_err(|e| err("listen.tls_cert", e.to_string()))?)
+                Some(common::tls::Certificate::load(&cert, &key).map_err(|e| err("listen.tls_cert", e.to_string()))?)
             }
             (Some(_), None) => return Err(err("listen.tls_key", "required with listen.tls_cert")),
             (None, Some(_)) => return Err(err("listen.tls_cert", "required with listen.tls_key")),
