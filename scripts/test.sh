@@ -52,6 +52,18 @@ if ! psql -h 127.0.0.1 -U postgres -Atqc "select 1 from pg_database where datnam
   psql -h 127.0.0.1 -U postgres -qc "create database test" postgres
 fi
 
+# schemathesis (PyPI) checks docs/openapi/*.yaml against the real daemons
+# (tests/it/openapi.rs). Installed once, pinned, into a virtual environment in
+# the target directory; without it that test fails when CI is set.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV="${CARGO_TARGET_DIR:-target}/schemathesis-venv"
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version >/dev/null 2>&1; then
+  echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV" >&2
+  python3 -m venv "$SCHEMATHESIS_VENV" && "$SCHEMATHESIS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+    || echo "test.sh: could not install schemathesis; tests/it/openapi.rs will say so" >&2
+fi
+export OFFGRID_SCHEMATHESIS="$(cd "$(dirname "$SCHEMATHESIS_VENV")" && pwd)/$(basename "$SCHEMATHESIS_VENV")/bin/schemathesis"
+
 # Build every binary first: the end-to-end tests start spoold, ledgerd and
 # spoolctl as child processes. The daemons are built with failpoints (the
 # power-cut control runs skip or fail the fsync through FAILPOINTS); cargo

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 /// Command-line flags. Each overrides the config key of the same meaning.
 #[derive(Debug, Parser)]
-#[command(name = "spoold", version, about = "offgrid edge daemon: spools payment events durably and forwards them to the ledger")]
+#[command(name = "spoold", version = buildinfo::version(), about = "offgrid edge daemon: spools payment events durably and forwards them to the ledger")]
 pub struct Args {
     /// TOML config file (SPEC §5). Without it, defaults plus flags are used.
     #[arg(long, value_name = "FILE")]
@@ -57,6 +57,12 @@ pub struct Args {
     /// given again, deliberately, at each start.
     #[arg(long)]
     pub accept_store_regression: bool,
+    /// Prints the man page (roff) to stdout and exits.
+    #[arg(long, exclusive = true)]
+    pub man: bool,
+    /// Prints a completion script for SHELL to stdout and exits.
+    #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 /// A config problem, naming the key (or flag) at fault.

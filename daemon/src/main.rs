@@ -45,6 +45,9 @@ const OPEN_EXTEND_USEC: u32 = 30_000_000;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(printed) = buildinfo::print_cli_docs(<Args as clap::CommandFactory>::command(), args.man, args.completions) {
+        return if printed.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let cfg = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {

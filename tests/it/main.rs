@@ -9,3 +9,8 @@ mod powercut;
 mod forward_spoold;
 mod systemd_units;
 mod scenarios;
+mod docs_contract;
+mod version;
+mod openapi;
+mod deb;
+mod tls;

@@ -22,7 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -63,8 +63,26 @@ pub type Handler = Arc<dyn Fn(Request<Incoming>) -> HandlerFuture + Send + Sync>
 
 /// Serves `listener` until `shutdown` becomes `true`, then stops accepting,
 /// lets in-flight requests finish (up to `shutdown_drain_timeout`) and returns.
-pub async fn serve(
+pub async fn serve(listener: TcpListener, limits: ServerLimits, handler: Handler, shutdown: watch::Receiver<bool>) {
+    serve_any(listener, None, limits, handler, shutdown).await
+}
+
+/// Like [`serve`], over TLS: each connection's handshake must complete within
+/// `limits.header_read_timeout` (a stalled handshake holds its slot no longer
+/// than a stalled request would); a failed one closes that connection only.
+pub async fn serve_tls(
     listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ServerLimits,
+    handler: Handler,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_any(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), limits, handler, shutdown).await
+}
+
+async fn serve_any(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ServerLimits,
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
@@ -92,8 +110,18 @@ pub async fn serve(
                         let handler = Arc::clone(&handler);
                         let limits = limits.clone();
                         let shutdown = shutdown.clone();
+                        let tls = tls.clone();
                         conns.spawn(async move {
-                            serve_conn(stream, &limits, handler, shutdown).await;
+                            match tls {
+                                None => serve_conn(stream, &limits, handler, shutdown).await,
+                                Some(acceptor) => {
+                                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                                        Ok(Ok(stream)) => serve_conn(stream, &limits, handler, shutdown).await,
+                                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                                    }
+                                }
+                            }
                             drop(permit);
                         });
                     }
@@ -114,8 +142,8 @@ pub async fn serve(
     }
 }
 
-async fn serve_conn(
-    stream: TcpStream,
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     limits: &ServerLimits,
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
@@ -181,12 +209,12 @@ impl Activity {
 }
 
 /// A socket that records when bytes last moved, for the idle timeout.
-struct ActivityIo {
-    inner: TcpStream,
+struct ActivityIo<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for ActivityIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -197,7 +225,7 @@ impl AsyncRead for ActivityIo {
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {

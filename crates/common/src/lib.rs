@@ -5,7 +5,8 @@
 //! - [`tokens`]: bearer tokens, compared in constant time, never printed;
 //! - [`http`]: the server loop with connection hygiene (connection cap, header,
 //!   body and idle timeouts, graceful shutdown) and response helpers;
-//! - [`logging`]: tracing-subscriber set-up, human or JSON.
+//! - [`logging`]: tracing-subscriber set-up, human or JSON;
+//! - [`tls`]: rustls server configs from PEM files, for [`http::serve_tls`].
 //!
 //! **Invariant:** no type here prints a token secret, in `Debug` or anywhere else.
 
@@ -15,3 +16,4 @@ pub mod logging;
 pub mod tokens;
 pub mod units;
 pub mod wire;
+pub mod tls;

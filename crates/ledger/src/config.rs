@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::tokens::TokenSet;
@@ -64,6 +65,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +117,9 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `[listen] tls_cert` + `tls_key`: the listener speaks TLS (reloadable on
+    /// SIGHUP). `None`: plain HTTP (loopback, tests, or TLS terminated in front).
+    pub tls: Option<Arc<common::tls::Certificate>>,
     pub store_url: String,
     pub tokens: TokenSet,
     /// Role of each token, by token name.
@@ -149,6 +155,14 @@ impl Config {
         let addr = over.listen.clone().or(raw.listen.addr).unwrap_or_else(|| "127.0.0.1:8800".into());
         let listen: SocketAddr =
             addr.parse().map_err(|e| err("listen.addr", format!("{addr:?} is not an address:port ({e})")))?;
+        let tls = match (raw.listen.tls_cert, raw.listen.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(common::tls::Certificate::load(&cert, &key).map_err(|e| err("listen.tls_cert", e.to_string()))?)
+            }
+            (Some(_), None) => return Err(err("listen.tls_key", "required with listen.tls_cert")),
+            (None, Some(_)) => return Err(err("listen.tls_cert", "required with listen.tls_key")),
+        };
         let store_url = over
             .store
             .clone()
@@ -207,6 +221,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            tls,
             store_url,
             tokens,
             roles,

@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
-#[command(name = "ledgerd", version, about = "offgrid reference central ledger")]
+#[command(name = "ledgerd", version = buildinfo::version(), about = "offgrid reference central ledger")]
 struct Cli {
     /// Config file (TOML).
     #[arg(long)]
@@ -46,6 +46,12 @@ struct Cli {
     /// exits with code 4.
     #[arg(long)]
     accept_store_regression: bool,
+    /// Print the man page (roff) to stdout and exit.
+    #[arg(long, exclusive = true)]
+    man: bool,
+    /// Print a completion script for SHELL to stdout and exit.
+    #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
+    completions: Option<clap_complete::Shell>,
 }
 
 /// Exit code when the store regressed (docs/operations.md). Distinct from 1
@@ -55,6 +61,9 @@ const EXIT_STORE_REGRESSED: i32 = 4;
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(printed) = buildinfo::print_cli_docs(<Cli as clap::CommandFactory>::command(), cli.man, cli.completions) {
+        std::process::exit(if printed.is_ok() { 0 } else { 1 });
+    }
     let over = Overrides { listen: cli.listen.clone(), store: cli.store.clone(), tokens_file: cli.tokens_file.clone() };
     let cfg = match Config::load(cli.config.as_deref(), &over) {
         Ok(c) => c,
@@ -64,7 +73,12 @@ fn main() {
         }
     };
     if cli.check_config {
-        println!("ledgerd: configuration ok (store {}, {} tokens)", redact_url(&cfg.store_url), cfg.tokens.len());
+        println!(
+            "ledgerd: configuration ok (store {}, {} tokens, {})",
+            redact_url(&cfg.store_url),
+            cfg.tokens.len(),
+            if cfg.tls.is_some() { "TLS" } else { "plain HTTP" }
+        );
         return;
     }
     common::logging::init(cfg.log_json);
@@ -133,7 +147,7 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
         body_read_timeout: cfg.body_read_timeout,
         ..ServerLimits::default()
     };
-    tracing::info!(addr = %cfg.listen, store = backend, "ledgerd listening");
+    tracing::info!(addr = %cfg.listen, store = backend, tls = cfg.tls.is_some(), "ledgerd listening");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let probe_api = Arc::clone(&api);
@@ -158,7 +172,14 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
         }
     });
 
-    let server = tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx));
+    let server = match &cfg.tls {
+        Some(cert) => {
+            let tls = cert.server_config().context("TLS config")?;
+            tokio::spawn(reload_on_sighup(Arc::clone(cert)));
+            tokio::spawn(common::http::serve_tls(listener, tls, limits, Arc::clone(&api).handler(), shutdown_rx))
+        }
+        None => tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx)),
+    };
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -172,6 +193,22 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the TLS certificate and key: new connections get the new
+/// certificate, open ones keep theirs; a bad pair keeps the old one (ERROR).
+async fn reload_on_sighup(cert: Arc<common::tls::Certificate>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: the TLS certificate is reloaded only by a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -151,10 +151,10 @@ impl<S: Store> Api<S> {
                         Role::Admin => self.stats().await,
                         _ => forbidden(),
                     },
-                    _ => not_found(),
+                    (_, p) => wrong_method_or_not_found(p),
                 }
             }
-            _ => not_found(),
+            (_, p) => wrong_method_or_not_found(p),
         }
     }
 
@@ -392,6 +392,21 @@ fn visible(role: Role, e: &Event) -> bool {
         Role::Merchant(p) => e.payee == p,
         Role::Node => false,
     }
+}
+
+/// A known path asked with another method is 405 naming the method it takes
+/// (RFC 9110 §15.5.6), as spoold does; an unknown path is 404. The paths here
+/// are the routes matched in `handle`.
+fn wrong_method_or_not_found(path: &str) -> HttpResponse {
+    let allow = match path {
+        "/v1/batches" => "POST",
+        "/healthz" | "/readyz" | "/metrics" | "/v1/events" | "/v1/stats" => "GET",
+        p if p.strip_prefix("/v1/events/").is_some() => "GET",
+        _ => return not_found(),
+    };
+    let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, ErrorDetail::new("method_not_allowed", format!("use {allow}")));
+    r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+    r
 }
 
 fn not_found() -> HttpResponse {

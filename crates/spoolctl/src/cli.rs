@@ -10,7 +10,7 @@ pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
 #[derive(Debug, Parser)]
 #[command(
     name = "spoolctl",
-    version,
+    version = buildinfo::version(),
     about = "Inspect and repair an offgrid spool",
     long_about = "Inspect and repair an offgrid spool.\n\n\
         By default spoolctl talks to the running spoold over its admin socket \
