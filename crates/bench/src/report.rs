@@ -564,7 +564,7 @@ mod tests {
                 flush_per_write: 300.0,
                 points: [(1, 400.0, 350.0), (16, 6_000.0, 5_000.0), (64, 90_000.0, 85_000.0), (256, 120_000.0, 100_000.0)]
                     .into_iter()
-                    .map(|(writers, bare, spool)| CommitPoint { writers, bare, spool })
+                    .map(|(writers, bare, spool)| CommitPoint { writers, bare, bare_fsync: bare * 0.9, spool })
                     .collect(),
             },
             drain: DrainReport {

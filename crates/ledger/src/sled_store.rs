@@ -430,6 +430,38 @@ mod tests {
     const PAYEE_A: &str = "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b";
     const PAYEE_B: &str = "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0";
 
+    /// A store that holds less than its state file says was durable refuses to
+    /// open; with the operator's override it opens and never reuses a ledger_seq.
+    #[tokio::test]
+    async fn a_regressed_store_refuses_to_open_unless_accepted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = SledStore::open(dir.path(), false).expect("open");
+            s.record_batch("n1", vec![inc(1, event("a", 1, PAYEE_A)), inc(2, event("b", 2, PAYEE_A))]).await.expect("batch");
+            s.close().expect("close");
+        }
+        // The state file says ledger_seq 500 was durable, as if the store had
+        // lost everything after seq 2 (a disk that lied, an old backup).
+        let path = dir.path().join(STATE_FILE);
+        let (mut f, st) = durable::StateFile::open(&path).expect("read").expect("present");
+        assert_eq!(st.high_water, 2, "the clean close recorded the last ledger_seq");
+        f.advance_to(durable::StoreState { high_water: 500, reserved: 600, ..st }).expect("write");
+        match SledStore::open(dir.path(), false) {
+            Err(StoreError::Regressed(m)) => {
+                assert!(m.contains("holds seq <= 2 but seq 500 was made durable"), "{m}");
+            }
+            Err(e) => panic!("expected Regressed, got {e}"),
+            Ok(_) => panic!("a regressed store opened"),
+        }
+        let s = SledStore::open(dir.path(), true).expect("open with the override");
+        assert!(s.regression().is_some());
+        let r = s.record_batch("n1", vec![inc(3, event("c", 3, PAYEE_A))]).await.expect("batch");
+        match r.as_slice() {
+            [Outcome::Accepted { ledger_seq }] => assert!(*ledger_seq > 600, "ledger_seq {ledger_seq} reused"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn accepted_duplicate_conflict_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");

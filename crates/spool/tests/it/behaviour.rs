@@ -347,3 +347,38 @@ fn commit_observer_counts_events_and_requests() {
     assert_eq!(events.load(Ordering::SeqCst), 11);
     assert_eq!(tickets.load(Ordering::SeqCst), 2);
 }
+
+/// A spool that holds less than its state file says was made durable refuses
+/// to open (naming the seqs); with `accept_regression` it opens and continues
+/// above every seq ever reserved, so no acknowledged seq is reused.
+#[test]
+fn a_regressed_spool_refuses_to_open_unless_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let spool = open(dir.path());
+        rt().block_on(async {
+            for i in 0..3 {
+                spool.append(event(&format!("r{i}"), 1)).await.expect("append");
+            }
+        });
+        spool.close();
+    }
+    let path = dir.path().join("state");
+    let (mut f, st) = durable::StateFile::open(&path).expect("read").expect("present");
+    assert_eq!(st.high_water, 3, "the clean close recorded the last seq");
+    f.advance_to(durable::StoreState { high_water: 90, reserved: 120, ..st }).expect("write");
+    drop(f);
+    match Spool::open(SpoolConfig::for_dir(dir.path())) {
+        Err(SpoolError::Regressed(m)) => assert!(m.contains("holds seq <= 3 but seq 90 was made durable"), "{m}"),
+        Err(e) => panic!("expected Regressed, got {e}"),
+        Ok(_) => panic!("a regressed spool opened"),
+    }
+    let spool = Spool::open(SpoolConfig { accept_regression: true, ..SpoolConfig::for_dir(dir.path()) }).expect("open");
+    assert!(spool.regression().is_some());
+    let out = rt().block_on(spool.append(event("new", 1))).expect("append");
+    match out {
+        AppendOutcome::Accepted { seq } => assert!(seq > 120, "seq {seq} at or below the reservation"),
+        other => panic!("{other:?}"),
+    }
+    spool.close();
+}
