@@ -72,6 +72,15 @@ fn err(status: StatusCode, code: &str, message: impl Into<String>) -> HttpRespon
     error_response(status, ErrorDetail::new(code, message))
 }
 
+/// 400 `invalid_json`; a duplicate key is named in `field` (its path) and the message.
+fn invalid_json(e: spool_format::JsonError) -> HttpResponse {
+    let mut detail = ErrorDetail::new("invalid_json", e.message);
+    if let Some(key) = e.duplicate_key {
+        detail = detail.with_field(key);
+    }
+    error_response(StatusCode::BAD_REQUEST, detail)
+}
+
 fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let mut r = err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
     r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
@@ -252,9 +261,7 @@ impl App {
     async fn ingest_one(&self, req: Request<Incoming>) -> Result<(&'static str, HttpResponse), Refusal> {
         let body = self.read_json_body(req, self.limits.body_bytes_max).await?;
         let event = Event::parse_json(&body).map_err(|e| match e {
-            ParseError::Json(m) => {
-                Refusal::new("invalid_json", err(StatusCode::BAD_REQUEST, "invalid_json", m))
-            }
+            ParseError::Json(e) => Refusal::new("invalid_json", invalid_json(e)),
             ParseError::Invalid(f) => {
                 Refusal::new("invalid_event", error_response(StatusCode::BAD_REQUEST, invalid_event(&f)))
             }
@@ -300,8 +307,8 @@ impl App {
 
     async fn ingest_batch(&self, req: Request<Incoming>) -> Result<HttpResponse, Refusal> {
         let body = self.read_json_body(req, self.limits.batch_body_bytes_max).await?;
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| Refusal::new("invalid_json", err(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())))?;
+        let value: Value = spool_format::json::from_slice_strict(&body)
+            .map_err(|e| Refusal::new("invalid_json", invalid_json(e)))?;
         let Value::Array(items) = value else {
             return Err(Refusal::new(
                 "invalid_json",

@@ -210,15 +210,18 @@ async fn export_then_import_into_another_spool_dedupes() {
         serde_json::to_string(&conflicting).unwrap(),
         r#"{"id":"broken","kind":"purchase","amount":"12"}"#.to_owned(),
         "this is not json".to_owned(),
+        r#"{"id":"dup-1","kind":"gift","amount":5,"amount":500,"currency":"L$","payer":"9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d","payee":"2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b","occurred_at":"2026-11-24T12:00:00Z"}"#.to_owned(),
     ]
     .join("\n");
     let mixed_file = tmp.path().join("mixed.jsonl");
     std::fs::write(&mixed_file, mixed).unwrap();
     let rep = offline(&b, &["--node-id", "front-2", "import", mixed_file.to_str().unwrap()]).expect(1);
-    assert!(rep.stdout.contains("accepted 1, duplicate 0, conflict 1, invalid 2, failed 0"), "{rep:?}");
+    assert!(rep.stdout.contains("accepted 1, duplicate 0, conflict 1, invalid 3, failed 0"), "{rep:?}");
     assert!(rep.stdout.contains("line 2: conflict (id ev-1)"), "{rep:?}");
     assert!(rep.stdout.contains("line 3: invalid"), "{rep:?}");
     assert!(rep.stdout.contains("line 4: invalid: not JSON"), "{rep:?}");
+    assert!(rep.stdout.contains("line 5: invalid: not JSON: duplicate key \"amount\""), "{rep:?}");
+    offline(&b, &["show", "dup-1"]).expect(1);
 }
 
 #[tokio::test]

@@ -218,7 +218,7 @@ async fn serve_conn(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let resp = match serde_json::from_slice::<AdminRequest>(&line) {
+        let resp = match spool_format::json::from_slice_strict_as::<AdminRequest>(&line) {
             Err(e) => AdminResponse::err_code(codes::INVALID_REQUEST, format!("bad request: {e}")),
             Ok(req) => handle(&spool, req, &extra_status).await,
         };

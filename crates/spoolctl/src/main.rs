@@ -485,7 +485,8 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<serde_json::Value>(&buf) {
+        // Strict: a line with a duplicate key is refused (named), never guessed at.
+        match spool_format::json::from_slice_strict(&buf) {
             Ok(v) => {
                 // An export line is a record; take its event. A bare event is taken as is.
                 let event = match v {
