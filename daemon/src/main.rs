@@ -53,10 +53,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("{}", cfg.summary());
+        println!("{}", cfg.check_report(args.print));
         return ExitCode::SUCCESS;
     }
-    common::logging::init(cfg.log_json);
+    common::logging::init(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

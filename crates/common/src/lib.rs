@@ -5,11 +5,13 @@
 //! - [`tokens`]: bearer tokens, compared in constant time, never printed;
 //! - [`http`]: the server loop with connection hygiene (connection cap, header,
 //!   body and idle timeouts, graceful shutdown) and response helpers;
-//! - [`logging`]: tracing-subscriber set-up, human or JSON.
+//! - [`config`]: TOML errors as one line naming the key and its line;
+//! - [`logging`]: tracing-subscriber set-up, text or JSON, level, colour only on a terminal.
 //!
 //! **Invariant:** no type here prints a token secret, in `Debug` or anywhere else.
 
 pub mod admin;
+pub mod config;
 pub mod http;
 pub mod logging;
 pub mod tokens;

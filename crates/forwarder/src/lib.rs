@@ -130,12 +130,39 @@ impl ForwarderConfig {
     }
 }
 
+/// Parses a ledger base URL: `http` or `https` (any case), a host, no user
+/// info, query or fragment. Returns the normalised form (scheme and host
+/// lower-case, no trailing `/`) that the forwarder posts to. The daemon's
+/// config check calls this same function, so a URL the check accepts is one
+/// the forwarder accepts.
+pub fn parse_ledger_url(s: &str) -> Result<String, ForwarderError> {
+    let bad = |why: &str| ForwarderError::BadUrl(format!("{s:?} {why}"));
+    let u = url::Url::parse(s.trim()).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("must be an http:// or https:// URL"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        // Not echoed: the text holds a password.
+        return Err(ForwarderError::BadUrl(format!(
+            "{:?} must not hold credentials (use ledger.token_file)",
+            format!("{}://…@{}", u.scheme(), u.host_str().unwrap_or(""))
+        )));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(u.as_str().trim_end_matches('/').to_owned())
+}
+
 /// Errors of [`spawn`].
 #[derive(Debug, thiserror::Error)]
 pub enum ForwarderError {
     #[error("ledger urls: none given")]
     NoUrls,
-    #[error("ledger url {0:?}: must start with http:// or https://")]
+    #[error("{0}")]
     BadUrl(String),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
@@ -262,8 +289,8 @@ pub fn spawn(
     if cfg.urls.is_empty() {
         return Err(ForwarderError::NoUrls);
     }
-    if let Some(u) = cfg.urls.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-        return Err(ForwarderError::BadUrl(u.clone()));
+    for u in &cfg.urls {
+        parse_ledger_url(u)?;
     }
     for (name, v) in [
         ("batch_events_max", cfg.batch_events_max),

@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use common::http::ServerLimits;
 use ledger::server::{Api, ApiLimits, LedgerMetrics};
-use ledger::store::redact_url;
 use ledger::{AnyStore, Config, Overrides, Store};
 use prometheus_client::registry::Registry;
 
@@ -36,26 +35,46 @@ struct Cli {
     /// Tokens file, overrides [auth] tokens_file.
     #[arg(long)]
     tokens_file: Option<PathBuf>,
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Log format, overrides [log] format: text (default) or json.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<common::logging::LogFormat>,
+    /// Log level or filter, overrides [log] level and RUST_LOG (info, debug, …).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Validate the configuration with start-up's own checks and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    /// With --check-config: also print every effective value, secrets redacted.
+    #[arg(long, requires = "check_config")]
+    print: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
-    let over = Overrides { listen: cli.listen.clone(), store: cli.store.clone(), tokens_file: cli.tokens_file.clone() };
+    let over = Overrides {
+        listen: cli.listen.clone(),
+        store: cli.store.clone(),
+        tokens_file: cli.tokens_file.clone(),
+        log_format: cli.log_format,
+        log_level: cli.log_level.clone(),
+    };
     let cfg = match Config::load(cli.config.as_deref(), &over) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ledgerd: invalid configuration: {e}");
+            eprintln!("ledgerd: config error: {e}");
             std::process::exit(2);
         }
     };
     if cli.check_config {
-        println!("ledgerd: configuration ok (store {}, {} tokens)", redact_url(&cfg.store_url), cfg.tokens.len());
+        println!("config ok");
+        if cli.print {
+            for (k, v) in cfg.effective_values() {
+                println!("{k} = {v}");
+            }
+        }
         return;
     }
-    common::logging::init(cfg.log_json);
+    common::logging::init(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,7 +92,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let store = match AnyStore::open(&cfg.store_url) {
         Ok(s) => s,
         Err(ledger::StoreError::Config(m)) => {
-            eprintln!("ledgerd: invalid configuration: store.url: {m}");
+            eprintln!("ledgerd: config error: store.url: {m}");
             std::process::exit(2);
         }
         Err(e) => return Err(e).context("open store"),
