@@ -38,6 +38,25 @@ if ! psql -h 127.0.0.1 -U postgres -Atqc "select 1 from pg_database where datnam
   psql -h 127.0.0.1 -U postgres -qc "create database test" postgres
 fi
 
+# promtool for the alert-rule tests (tests/it/observability.rs): from PATH, or
+# unpacked from Debian's prometheus package into the target dir (no install,
+# no service). The test fails without it when CI is set.
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  local tools="${CARGO_TARGET_DIR:-target}/tools"
+  if [ ! -x "$tools/prometheus/usr/bin/promtool" ]; then
+    echo "test.sh: promtool not found; unpacking Debian's prometheus package into $tools" >&2
+    mkdir -p "$tools/debs"
+    (cd "$tools/debs" && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; })
+    dpkg-deb -x "$(ls "$tools"/debs/prometheus_*.deb | tail -n 1)" "$tools/prometheus"
+  fi
+  OFFGRID_PROMTOOL="$(cd "$tools/prometheus/usr/bin" && pwd)/promtool"
+  export OFFGRID_PROMTOOL
+}
+ensure_promtool
+
 # Build every binary first: the end-to-end tests start spoold, ledgerd and
 # spoolctl as child processes.
 cargo build --workspace --locked --bins

@@ -469,6 +469,7 @@ impl App {
         };
         let disk = self.spool.disk_free().ok();
         self.metrics.refresh(&stats, disk, OffsetDateTime::now_utc());
+        self.metrics.limits(self.spool.config());
         Some((stats, disk))
     }
 

@@ -33,6 +33,12 @@ pub struct Metrics {
     dead_letters: Gauge,
     disk_free_bytes: Gauge,
     disk_free_inodes: Gauge,
+    /// The configured limits, so alert rules compare against the node's own
+    /// values instead of numbers copied into Prometheus.
+    spool_bytes_max: Gauge,
+    spool_events_max: Gauge,
+    disk_free_bytes_min: Gauge,
+    disk_free_inodes_min: Gauge,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -83,7 +89,19 @@ impl Metrics {
         registry.register("spoold_disk_free_bytes", "Free bytes on the spool's filesystem", disk_free_bytes.clone());
         let disk_free_inodes = Gauge::default();
         registry.register("spoold_disk_free_inodes", "Free inodes on the spool's filesystem", disk_free_inodes.clone());
+        let spool_bytes_max = Gauge::default();
+        registry.register("spoold_spool_bytes_max", "Configured [spool] bytes_max: at this spoold_spool_bytes ingest answers 503 spool_full", spool_bytes_max.clone());
+        let spool_events_max = Gauge::default();
+        registry.register("spoold_spool_events_max", "Configured [spool] events_max: at this many pending+dead records ingest answers 503 spool_full", spool_events_max.clone());
+        let disk_free_bytes_min = Gauge::default();
+        registry.register("spoold_disk_free_bytes_min", "Configured [spool] disk_free_bytes_min: below it ingest answers 507", disk_free_bytes_min.clone());
+        let disk_free_inodes_min = Gauge::default();
+        registry.register("spoold_disk_free_inodes_min", "Configured [spool] disk_free_inodes_min: below it ingest answers 507", disk_free_inodes_min.clone());
         Arc::new(Metrics {
+            spool_bytes_max,
+            spool_events_max,
+            disk_free_bytes_min,
+            disk_free_inodes_min,
             registry,
             ingest_total,
             ingest_duration_seconds,
@@ -113,6 +131,14 @@ impl Metrics {
 
     pub fn observe_ingest(&self, d: Duration) {
         self.ingest_duration_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Sets the gauges of the configured spool limits.
+    pub fn limits(&self, cfg: &spool::SpoolConfig) {
+        self.spool_bytes_max.set(i64_of(cfg.bytes_max));
+        self.spool_events_max.set(i64_of(cfg.events_max));
+        self.disk_free_bytes_min.set(i64_of(cfg.disk_free_bytes_min));
+        self.disk_free_inodes_min.set(i64_of(cfg.disk_free_inodes_min));
     }
 
     /// Refreshes the spool and disk gauges.

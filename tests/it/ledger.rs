@@ -81,6 +81,8 @@ async fn ledger_batches_refuse_duplicate_keys() {
     }
     let (s, _) = get(&l, Some(ADMIN_TOKEN), "/v1/events/dup-1").await;
     assert_eq!(s, 404, "nothing was recorded");
+    let log = l.log();
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "plain text logs, no ANSI colour in a file: {log}");
 }
 
 #[tokio::test]

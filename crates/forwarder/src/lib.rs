@@ -61,6 +61,15 @@ pub const RESCAN_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest error text kept for `/v1/status`.
 const LAST_ERROR_BYTES_MAX: usize = 512;
+
+/// How often an idle forwarder probes the ledger's `/readyz`, so that
+/// `spoold_ledger_up` follows reachability when nothing is being forwarded
+/// (an idle node must not look cut off, nor a cut-off idle node look fine).
+/// 5 s: a quarter of a typical 20 s scrape-and-alert resolution, one tiny GET.
+pub const LEDGER_PROBE_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
+/// Longest wait for a probe answer: a ledger slower than this to say "ready"
+/// is not one a batch should wait for either.
+const LEDGER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest response body read from a ledger, in bytes: a results array for the
 /// largest batch is far smaller; a bigger body is a broken ledger.
 const RESPONSE_BYTES_MAX: usize = 32 << 20;
@@ -109,6 +118,9 @@ pub struct ForwarderConfig {
     pub idle_poll: Duration,
     /// Interval of scans from the start while busy (see [`RESCAN_INTERVAL_DEFAULT`]).
     pub rescan_interval: Duration,
+    /// Interval of `/readyz` probes while no batch is in flight (see
+    /// [`LEDGER_PROBE_INTERVAL_DEFAULT`]).
+    pub probe_interval: Duration,
 }
 
 impl ForwarderConfig {
@@ -126,6 +138,7 @@ impl ForwarderConfig {
             retry_max: Duration::from_secs(30),
             idle_poll: IDLE_POLL_DEFAULT,
             rescan_interval: RESCAN_INTERVAL_DEFAULT,
+            probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,
         }
     }
 }
@@ -317,8 +330,69 @@ pub fn spawn(
         url_index: AtomicUsize::new(0),
     });
     let ctx = Arc::new(Ctx { spool, cfg, metrics, client, shared: Arc::clone(&shared) });
+    tokio::spawn(probe(Arc::clone(&ctx), shutdown.clone()));
     let task = tokio::spawn(run(ctx, shutdown));
     Ok((ForwarderHandle { shared }, task))
+}
+
+/// Probes the ledgers' `/readyz` (no token, bounded timeout) whenever no batch
+/// is in flight, every `probe_interval`, starting at once: the answer of a
+/// batch is the better signal while forwarding, the probe while idle. Up when
+/// any URL answers 2xx (tried from the current one); down otherwise.
+async fn probe(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ctx.cfg.probe_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let inflight = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches;
+        if inflight > 0 {
+            continue;
+        }
+        let n = ctx.cfg.urls.len();
+        let start = ctx.shared.url_index.load(Ordering::SeqCst);
+        let mut error = String::new();
+        let mut up = false;
+        for i in 0..n {
+            let base = &ctx.cfg.urls[(start + i) % n];
+            let url = format!("{}/readyz", base.trim_end_matches('/'));
+            let timeout = LEDGER_PROBE_TIMEOUT.min(ctx.cfg.request_timeout);
+            match ctx.client.get(&url).timeout(timeout).send().await {
+                Ok(r) if r.status().is_success() => {
+                    up = true;
+                    break;
+                }
+                Ok(r) => error = format!("probe {url}: HTTP {}", r.status().as_u16()),
+                Err(e) => error = format!("probe {url}: {}", error_chain(&e)),
+            }
+        }
+        // A batch may have started meanwhile; its answer wins.
+        let inflight = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches;
+        if inflight == 0 {
+            if up {
+                note_up(&ctx, true, None);
+            } else {
+                note_up(&ctx, false, Some(spool_format::truncate(&error, LAST_ERROR_BYTES_MAX)));
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, spool::SpoolError> + Send + 'static) -> Result<T, String> {
