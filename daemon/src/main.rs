@@ -168,18 +168,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // ingest matters more than the operator's tool.
     if let Some(path) = cfg.admin_socket.clone() {
         let extra: admin::ExtraStatus = {
-            let fwd = forwarder.clone();
-            let node_id = cfg.node_id.clone();
-            Arc::new(move || {
-                let s = fwd.as_ref().map(|f| f.status());
-                serde_json::json!({
-                    "node_id": node_id,
-                    "forwarding": s.is_some(),
-                    "ledger_up": s.as_ref().and_then(|s| s.ledger_up),
-                    "last_forward_error": s.as_ref().and_then(|s| s.last_error.clone()),
-                    "ledger_url": s.as_ref().map(|s| s.current_url.clone()),
-                })
-            })
+            let app = Arc::clone(&app);
+            Arc::new(move || app.daemon_status())
         };
         let spool = spool.clone();
         let shutdown = shutdown_rx.clone();

@@ -128,6 +128,7 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

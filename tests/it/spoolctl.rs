@@ -99,10 +99,10 @@ async fn offline_status_ls_show_tail() {
     make_spool(&dir, 6, &[2, 5], &[4]).await;
 
     let s = offline(&dir, &["--json", "status"]).expect(0).json();
-    assert_eq!((s["pending_events"].as_u64(), s["dead_events"].as_u64(), s["acked_events"].as_u64()), (Some(3), Some(2), Some(1)));
+    assert_eq!((s["spool"]["pending_events"].as_u64(), s["spool"]["dead_events"].as_u64(), s["spool"]["acked_events"].as_u64()), (Some(3), Some(2), Some(1)));
     assert_eq!(s["mode"], "offline");
     assert_eq!(s["node_id"], "front-1", "offline, the node is read from the records");
-    assert!(s["oldest_pending_at"].is_string());
+    assert!(s["spool"]["oldest_pending_at"].is_string());
     let human = offline(&dir, &["status"]).expect(0);
     assert!(human.stdout.contains("pending         3 events"), "{human:?}");
     assert!(human.stdout.contains("dead letters    2"), "{human:?}");
@@ -197,7 +197,7 @@ async fn export_then_import_into_another_spool_dedupes() {
     let again = offline(&b, &["--node-id", "front-2", "import", f]).expect(0);
     assert!(again.stdout.contains("accepted 0, duplicate 5"), "{again:?}");
     let s = offline(&b, &["--json", "status"]).expect(0).json();
-    assert_eq!(s["pending_events"], 5);
+    assert_eq!(s["spool"]["pending_events"], 5);
     let imported: Record = serde_json::from_value(offline(&b, &["--json", "show", "ev-3"]).expect(0).json()).unwrap();
     assert_eq!(imported.event, records[2].event, "the event survives the round trip byte for byte");
     assert_eq!(imported.node, "front-2");
@@ -236,7 +236,7 @@ async fn import_sends_chunks_of_at_most_1000() {
     let rep = offline(&dir, &["--node-id", "n", "--json", "import", file.to_str().unwrap()]).expect(0).json();
     assert_eq!(rep["accepted"], 2500);
     let s = offline(&dir, &["--json", "status"]).expect(0).json();
-    assert_eq!(s["pending_events"], 2500);
+    assert_eq!(s["spool"]["pending_events"], 2500);
 }
 
 #[tokio::test]
@@ -329,7 +329,18 @@ fn completions_and_man_page_come_from_the_cli_definition() {
 }
 
 fn extra_status() -> admin::ExtraStatus {
-    Arc::new(|| json!({"ledger_up": false, "last_forward_error": "ledger http://127.0.0.1:1: connection refused"}))
+    Arc::new(|| common::status::DaemonStatus {
+        draining: false,
+        ledger: common::status::LedgerStatus {
+            forwarding: true,
+            up: Some(false),
+            last_error: Some("ledger http://127.0.0.1:1: connection refused".into()),
+            last_error_at: Some(spool_format::OffsetDateTime::now_utc() - std::time::Duration::from_secs(125)),
+            last_success_at: None,
+            current_url: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        },
+    })
 }
 
 /// Runs spoolctl off the async workers so the in-process server keeps serving.
@@ -363,11 +374,15 @@ async fn online_verbs_through_the_admin_socket() {
     }
 
     let s = online(&socket, &["--json", "status"]).await.expect(0).json();
-    assert_eq!((s["pending_events"].as_u64(), s["dead_events"].as_u64()), (Some(3), Some(1)));
-    assert_eq!(s["ledger_up"], false);
+    assert_eq!((s["spool"]["pending_events"].as_u64(), s["spool"]["dead_events"].as_u64()), (Some(3), Some(1)));
+    assert_eq!((s["ledger"]["up"].as_bool(), s["mode"].as_str()), (Some(false), Some("online")));
+    assert!(s["ledger"]["last_error_at"].is_string() && s["generated_at"].is_string(), "{s}");
     let human = online(&socket, &["status"]).await.expect(0);
-    assert!(human.stdout.contains("ledger          down"), "{human:?}");
-    assert!(human.stdout.contains("connection refused"), "{human:?}");
+    assert!(human.stdout.contains("ledger          DOWN (http://127.0.0.1:1)"), "{human:?}");
+    // The last error comes with its age, so a stale one is seen as stale.
+    assert!(human.stdout.contains("last error      2m 5s ago: ledger http://127.0.0.1:1: connection refused")
+        || human.stdout.contains("last error      2m 6s ago: ledger http://127.0.0.1:1: connection refused"), "{human:?}");
+    assert!(human.stdout.contains("last success    never (since start)"), "{human:?}");
     assert_eq!(online(&socket, &["--json", "ls", "--pending"]).await.expect(0).seqs(), vec![1, 2, 4]);
     online(&socket, &["verify"]).await.expect(0);
     online(&socket, &["show", "404"]).await.expect(1);
@@ -459,7 +474,22 @@ async fn online_against_a_running_spoold() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "admin socket mode");
 
     let s = online(&socket, &["--json", "status"]).await.expect(0).json();
-    assert_eq!((s["pending_events"].as_u64(), s["node_id"].as_str()), (Some(3), Some("front-7")));
+    assert_eq!((s["spool"]["pending_events"].as_u64(), s["node_id"].as_str()), (Some(3), Some("front-7")));
+    // The admin status and GET /v1/status are one document.
+    let http: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/status"))
+        .bearer_auth("spoolctl-test-secret-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&http), keys(&s), "same top-level keys");
+    assert_eq!(keys(&http["spool"]), keys(&s["spool"]));
+    assert_eq!(keys(&http["ledger"]), keys(&s["ledger"]));
+    assert_eq!((http["mode"].as_str(), http["ready"].as_bool()), (Some("online"), Some(true)));
     assert_eq!(online(&socket, &["--json", "ls", "--pending"]).await.expect(0).seqs(), vec![1, 2, 3]);
     let r = online(&socket, &["--json", "show", "live-2"]).await.expect(0).json();
     assert_eq!((r["seq"].as_u64(), r["event"]["amount"].as_u64()), (Some(2), Some(20)));
@@ -473,7 +503,7 @@ async fn online_against_a_running_spoold() {
     online(&socket, &["status"]).await.expect(3);
     // Stopped: the same spool now opens offline, with everything in it.
     let s = offline(&dir, &["--json", "status"]).expect(0).json();
-    assert_eq!(s["pending_events"], 3);
+    assert_eq!(s["spool"]["pending_events"], 3);
 }
 
 /// `spoolctl ls | head -1`: a closed pipe ends spoolctl quietly with 0, no panic.

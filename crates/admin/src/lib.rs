@@ -9,7 +9,7 @@
 //! - [`client::Client`] is the other end, used by `spoolctl` and tests.
 //!
 //! The `data` of a successful response is one of the typed shapes in this crate
-//! ([`StatusData`], [`ListData`], [`ImportReport`], [`VerifyData`],
+//! ([`NodeStatus`] built by [`node_status`], [`ListData`], [`ImportReport`], [`VerifyData`],
 //! [`RetryData`], [`DropData`], or a single [`Record`] for `show`), so clients
 //! decode exactly what the server encodes.
 //!
@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use common::admin::{
     codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_BYTES_MAX, ADMIN_PAGE_RECORDS_MAX,
 };
+use common::status::{DaemonStatus, DiskStatus, NodeStatus, SpoolStatus};
 use serde::{Deserialize, Serialize};
 use spool::{AppendOutcome, Spool, SpoolError, StateFilter};
 use spool_format::{Event, OffsetDateTime, Record, State};
@@ -66,31 +67,8 @@ pub enum AdminError {
     Protocol(String),
 }
 
-/// `data` of `status`. Keys the daemon adds through its extra-status callback
-/// (`ledger_up`, `ledger_state`, `last_forward_error`, …) land in `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusData {
-    pub node_id: String,
-    pub spool_dir: String,
-    pub pending_events: u64,
-    pub dead_events: u64,
-    pub acked_events: u64,
-    pub quarantined_events: u64,
-    /// Bytes of pending and dead records (what `bytes_max` limits).
-    pub live_bytes: u64,
-    pub acked_bytes: u64,
-    pub bytes_max: u64,
-    pub events_max: u64,
-    /// `received_at` of the oldest pending record, RFC 3339.
-    pub oldest_pending_at: Option<String>,
-    pub oldest_pending_age_seconds: Option<f64>,
-    pub next_seq: u64,
-    pub disk_free_bytes: Option<u64>,
-    pub disk_free_inodes: Option<u64>,
-    pub dead_letters_dropped_total: u64,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
+/// `data` of `status`: the node's one status document (also `GET /v1/status`).
+pub use common::status::NodeStatus as StatusData;
 
 /// `data` of `list` and `tail`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +169,7 @@ fn spool_err(e: &SpoolError) -> AdminResponse {
     AdminResponse::err_code(codes::SPOOL_ERROR, e.to_string())
 }
 
-fn to_data<T: Serialize>(v: &T) -> AdminResponse {
+pub(crate) fn to_data<T: Serialize>(v: &T) -> AdminResponse {
     match serde_json::to_value(v) {
         Ok(v) => AdminResponse::ok(v),
         Err(e) => AdminResponse::err_code(codes::SPOOL_ERROR, format!("encode response: {e}")),
@@ -216,7 +194,7 @@ where
 /// spool knows; the socket server merges the daemon's extra status into it.
 pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
     let r = match req {
-        AdminRequest::Status => status(spool).await.map(|s| to_data(&s)),
+        AdminRequest::Status => node_status(spool, None).await.map(|s| to_data(&s)),
         AdminRequest::List { state, from_seq, limit } => list(spool, &state, from_seq, limit).await,
         AdminRequest::Show { key } => show(spool, key).await,
         AdminRequest::Tail { limit } => tail(spool, limit).await,
@@ -228,33 +206,48 @@ pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
     r.unwrap_or_else(|e| e)
 }
 
-/// The spool's part of `status`.
-pub async fn status(spool: &Spool) -> Result<StatusData, AdminResponse> {
-    let (stats, disk) = blocking(spool, |s| Ok((s.stats()?, s.disk_free().ok()))).await?;
+/// Builds the node's status document, the one [`NodeStatus`] behind both
+/// `GET /v1/status` and the admin `status`: the spool's counters read now,
+/// plus the daemon's part (`daemon`: draining, the forwarder's view of the
+/// ledger) when online. `None`: offline (`spoolctl --spool-dir`).
+pub async fn node_status(spool: &Spool, daemon: Option<DaemonStatus>) -> Result<NodeStatus, AdminResponse> {
+    let (stats, disk, writable) =
+        blocking(spool, |s| Ok((s.stats()?, s.disk_free().ok(), s.check_writable().err().map(|e| e.to_string())))).await?;
     let now = OffsetDateTime::now_utc();
     let cfg = spool.config();
-    Ok(StatusData {
+    let online = daemon.is_some();
+    let daemon = daemon.unwrap_or_default();
+    Ok(NodeStatus {
         node_id: cfg.node_id.clone(),
-        spool_dir: cfg.dir.display().to_string(),
-        pending_events: stats.pending_events,
-        dead_events: stats.dead_events,
-        acked_events: stats.acked_events,
-        quarantined_events: stats.quarantined,
-        live_bytes: stats.live_bytes,
-        acked_bytes: stats.acked_bytes,
-        bytes_max: stats.bytes_max,
-        events_max: stats.events_max,
-        oldest_pending_at: stats.oldest_pending.and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339).ok()
-        }),
-        oldest_pending_age_seconds: stats
-            .oldest_pending
-            .map(|t| (now - t).as_seconds_f64().max(0.0)),
-        next_seq: stats.next_seq,
-        disk_free_bytes: disk.map(|d| d.bytes),
-        disk_free_inodes: disk.and_then(|d| d.inodes),
+        mode: if online { "online" } else { "offline" }.to_owned(),
+        generated_at: now,
+        ready: online.then(|| writable.is_none() && !daemon.draining),
+        not_ready_reason: if online {
+            writable.or_else(|| daemon.draining.then(|| "draining for shutdown".to_owned()))
+        } else {
+            None
+        },
+        draining: online.then_some(daemon.draining),
+        spool: SpoolStatus {
+            dir: cfg.dir.display().to_string(),
+            events: stats.pending_events + stats.dead_events,
+            pending_events: stats.pending_events,
+            dead_events: stats.dead_events,
+            acked_events: stats.acked_events,
+            quarantined_events: stats.quarantined,
+            bytes: stats.live_bytes,
+            acked_bytes: stats.acked_bytes,
+            bytes_max: stats.bytes_max,
+            events_max: stats.events_max,
+            next_seq: stats.next_seq,
+            commits: stats.commits,
+            oldest_pending_at: stats.oldest_pending,
+            oldest_pending_age_seconds: stats.oldest_pending.map(|t| (now - t).as_seconds_f64().max(0.0)),
+        },
+        dead_letters: stats.dead_events,
         dead_letters_dropped_total: dead_letters_dropped_total(),
-        extra: serde_json::Map::new(),
+        ledger: daemon.ledger,
+        disk: DiskStatus { free_bytes: disk.map(|d| d.bytes), free_inodes: disk.and_then(|d| d.inodes) },
     })
 }
 

@@ -34,10 +34,11 @@ const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (e.g. out of file descriptors), in time.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// A callback returning daemon state to merge into `status` (a JSON object:
-/// `ledger_up`, `ledger_state`, `last_forward_error`, …). Called once per
-/// status request, on an async worker: it must be quick and must not block.
-pub type ExtraStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// A callback returning the daemon's part of `status` (draining, the
+/// forwarder's view of the ledger), which [`crate::node_status`] combines with
+/// the spool's. Called once per status request, on an async worker: it must be
+/// quick and must not block.
+pub type ExtraStatus = Arc<dyn Fn() -> common::status::DaemonStatus + Send + Sync>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
     move |source| AdminError::Io { path: path.display().to_string(), source }
@@ -228,20 +229,17 @@ async fn serve_conn(
     }
 }
 
-/// Runs one request; merges the daemon's extra status into `status`.
+/// Runs one request; `status` gets the daemon's part from `extra_status`.
 pub async fn handle(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus) -> AdminResponse {
     let verb = verb_name(&req);
     tracing::debug!(verb, "admin request");
-    let is_status = matches!(req, AdminRequest::Status);
-    let mut resp = crate::execute(spool, req).await;
-    if is_status && resp.ok {
-        if let (Some(serde_json::Value::Object(data)), serde_json::Value::Object(extra)) =
-            (resp.data.as_mut(), extra_status())
-        {
-            data.extend(extra);
-        }
+    if matches!(req, AdminRequest::Status) {
+        return match crate::node_status(spool, Some(extra_status())).await {
+            Ok(s) => crate::to_data(&s),
+            Err(e) => e,
+        };
     }
-    resp
+    crate::execute(spool, req).await
 }
 
 fn verb_name(req: &AdminRequest) -> &'static str {

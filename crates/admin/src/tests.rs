@@ -64,12 +64,13 @@ async fn status_counts_states_and_oldest_pending() {
     let (_d, spool) = spool_with(5, &[2]).await;
     spool.mark_acked(&[(3, 1, Some(77))]).unwrap();
     let s: StatusData = data(execute(&spool, AdminRequest::Status).await);
-    assert_eq!((s.pending_events, s.dead_events, s.acked_events), (3, 1, 1));
-    assert_eq!(s.next_seq, 6);
-    assert!(s.live_bytes > 0 && s.acked_bytes > 0);
-    assert!(s.oldest_pending_at.is_some());
-    assert!(s.oldest_pending_age_seconds.unwrap() >= 0.0);
+    assert_eq!((s.spool.pending_events, s.spool.dead_events, s.spool.acked_events), (3, 1, 1));
+    assert_eq!(s.spool.next_seq, 6);
+    assert!(s.spool.bytes > 0 && s.spool.acked_bytes > 0);
+    assert!(s.spool.oldest_pending_at.is_some());
+    assert!(s.spool.oldest_pending_age_seconds.unwrap() >= 0.0);
     assert_eq!(s.node_id, "test");
+    assert_eq!((s.mode.as_str(), s.ready, s.ledger.forwarding), ("offline", None, false));
 }
 
 #[tokio::test]
@@ -198,7 +199,15 @@ async fn dlq_drop_removes_only_dead_letters_and_counts() {
 }
 
 fn extra() -> ExtraStatus {
-    Arc::new(|| json!({"ledger_up": false, "last_forward_error": "connection refused"}))
+    Arc::new(|| common::status::DaemonStatus {
+        draining: false,
+        ledger: common::status::LedgerStatus {
+            forwarding: true,
+            up: Some(false),
+            last_error: Some("connection refused".into()),
+            ..Default::default()
+        },
+    })
 }
 
 #[tokio::test]
@@ -222,9 +231,10 @@ async fn socket_serves_requests_merges_status_and_cleans_up() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
     let s: StatusData = data(client.call(&AdminRequest::Status).await.unwrap());
-    assert_eq!(s.pending_events, 2);
-    assert_eq!(s.extra.get("ledger_up"), Some(&json!(false)));
-    assert_eq!(s.extra.get("last_forward_error"), Some(&json!("connection refused")));
+    assert_eq!(s.spool.pending_events, 2);
+    assert_eq!((s.mode.as_str(), s.ready), ("online", Some(true)));
+    assert_eq!(s.ledger.up, Some(false));
+    assert_eq!(s.ledger.last_error.as_deref(), Some("connection refused"));
 
     // Several requests on one connection, including a bad one in between.
     let l: ListData = data(client.call(&list_req("dead", 0, 10)).await.unwrap());

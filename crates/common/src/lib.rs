@@ -6,6 +6,7 @@
 //! - [`http`]: the server loop with connection hygiene (connection cap, header,
 //!   body and idle timeouts, graceful shutdown) and response helpers;
 //! - [`config`]: TOML errors as one line naming the key and its line;
+//! - [`status`]: the one status document of `/v1/status` and admin `status`;
 //! - [`logging`]: tracing-subscriber set-up, text or JSON, level, colour only on a terminal.
 //!
 //! **Invariant:** no type here prints a token secret, in `Debug` or anywhere else.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod status;
 pub mod tokens;
 pub mod units;
 pub mod wire;

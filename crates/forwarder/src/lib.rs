@@ -268,6 +268,22 @@ impl ForwarderHandle {
         self.shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The forwarder's part of the node's status document.
+    pub fn ledger_status(&self) -> common::status::LedgerStatus {
+        let s = self.status();
+        common::status::LedgerStatus {
+            forwarding: true,
+            up: s.ledger_up,
+            last_error: s.last_error,
+            last_error_at: s.last_error_at,
+            last_success_at: s.last_success_at,
+            current_url: Some(s.current_url),
+            inflight_batches: Some(s.inflight_batches),
+            events_acked_total: Some(s.events_acked_total),
+            events_dead_total: Some(s.events_dead_total),
+        }
+    }
+
     /// Tells the forwarder new records are pending (call after an append):
     /// it looks now instead of at its next poll.
     pub fn wake(&self) {

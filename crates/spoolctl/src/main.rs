@@ -234,7 +234,6 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Status => {
             let mut s: StatusData = b.call_ok(AdminRequest::Status).await?;
             if let Backend::Offline { .. } = b {
-                s.extra.insert("mode".into(), "offline".into());
                 if cli.node_id.is_none() {
                     // Offline, the daemon's config is not read: name the node
                     // from the newest record instead of a made-up id.
@@ -372,10 +371,10 @@ async fn export(b: &mut Backend, args: &ExportArgs, json: bool) -> anyhow::Resul
 
     let status: StatusData = b.call_ok(AdminRequest::Status).await?;
     let total = match args.state {
-        StateArg::All => status.pending_events + status.dead_events + status.acked_events,
-        StateArg::Pending => status.pending_events,
-        StateArg::Dead => status.dead_events,
-        StateArg::Acked => status.acked_events,
+        StateArg::All => status.spool.pending_events + status.spool.dead_events + status.spool.acked_events,
+        StateArg::Pending => status.spool.pending_events,
+        StateArg::Dead => status.spool.dead_events,
+        StateArg::Acked => status.spool.acked_events,
     };
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);
