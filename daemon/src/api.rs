@@ -482,6 +482,13 @@ impl App {
         )
     }
 
+    /// Wakes the forwarder to read the pending queue from the start now.
+    pub fn rescan_forwarder(&self) {
+        if let Some(f) = &self.forwarder {
+            f.rescan();
+        }
+    }
+
     /// The daemon's part of the status document (draining, the forwarder's
     /// view of the ledger); the admin socket's `status` uses it too.
     pub fn daemon_status(&self) -> common::status::DaemonStatus {
@@ -503,3 +510,15 @@ impl App {
     }
 }
 
+
+/// The admin socket's view of the daemon: the status part, and a forwarder
+/// wake-up after `dlq retry` / `import` (no wait for the periodic rescan).
+impl admin::Daemon for App {
+    fn status(&self) -> common::status::DaemonStatus {
+        self.daemon_status()
+    }
+
+    fn records_requeued(&self) {
+        self.rescan_forwarder();
+    }
+}

@@ -167,10 +167,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // The admin socket for spoolctl. A failure here is logged, not fatal:
     // ingest matters more than the operator's tool.
     if let Some(path) = cfg.admin_socket.clone() {
-        let extra: admin::ExtraStatus = {
-            let app = Arc::clone(&app);
-            Arc::new(move || app.daemon_status())
-        };
+        let extra: admin::ExtraStatus = Arc::clone(&app) as admin::ExtraStatus;
         let spool = spool.clone();
         let shutdown = shutdown_rx.clone();
         background.spawn(async move {

@@ -25,8 +25,28 @@ impl Run {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 
+    /// stdout as JSONL: every line one JSON object.
+    fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l:?} in {self:?}")))
+            .collect()
+    }
+
+    /// The seqs of a `--json` list, whose last line must be its summary.
     fn seqs(&self) -> Vec<u64> {
-        self.json().as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect()
+        let lines = self.lines();
+        let (summary, records) = lines.split_last().unwrap_or_else(|| panic!("no summary line: {self:?}"));
+        assert!(summary.get("summary").is_some(), "last line is the summary: {self:?}");
+        assert_eq!(summary["summary"]["records"].as_u64(), Some(records.len() as u64), "{self:?}");
+        records.iter().map(|r| r["seq"].as_u64().unwrap()).collect()
+    }
+
+    /// The `--json` error line on stderr.
+    fn json_error(&self) -> Value {
+        let v: Value = serde_json::from_str(self.stderr.trim()).unwrap_or_else(|e| panic!("stderr is not one JSON line ({e}): {self:?}"));
+        assert_eq!(v["error"]["exit_code"].as_i64(), Some(i64::from(self.code)), "{self:?}");
+        v
     }
 
     #[track_caller]
@@ -158,9 +178,12 @@ async fn verify_passes_clean_and_names_a_flipped_byte() {
     assert!(bad.stdout.contains("seq 3:"), "{bad:?}");
     assert!(bad.stdout.contains("checksum"), "{bad:?}");
     assert!(!bad.stdout.contains("seq 4:"), "only the flipped record is named: {bad:?}");
-    let j = offline(&dir, &["--json", "verify"]).expect(1).json();
-    assert_eq!(j["faults"][0]["seq"], 3);
-    assert_eq!(j["faults"].as_array().unwrap().len(), 1);
+    // JSONL: one fault a line, then the summary.
+    let j = offline(&dir, &["--json", "verify"]).expect(1).lines();
+    assert_eq!(j.len(), 2, "{j:?}");
+    assert_eq!(j[0]["seq"], 3);
+    assert_eq!(j[1]["summary"]["faults"], 1);
+    assert_eq!(j[1]["summary"]["records"], 5, "records read whole; the flipped one is the fault");
 }
 
 #[tokio::test]
@@ -528,4 +551,117 @@ async fn a_closed_pipe_is_not_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--json` is for scripts: lists are JSONL ending with a summary that carries
+/// `next` when more exist; errors are one JSON line; a record is named
+/// unambiguously (`seq:N` / `id:X`), and a bare number that is one record's
+/// seq and another's id is refused, not guessed; file errors exit 1.
+#[tokio::test]
+async fn json_lists_errors_and_unambiguous_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 4, &[2], &[]).await;
+    // An event whose id is "3" while seq 3 is another event (ev-3).
+    {
+        let mut cfg = SpoolConfig::for_dir(&dir);
+        cfg.node_id = "front-1".into();
+        let spool = Spool::open(cfg).unwrap();
+        spool.append(Event::from_json_value(&event_json("3", 77)).unwrap()).await.unwrap();
+        spool.wait_durable().await.unwrap();
+        spool.close();
+    }
+
+    // A page with more behind it says where to go on; the last page does not.
+    let page = offline(&dir, &["--json", "ls", "--limit", "2"]).expect(0);
+    assert_eq!(page.seqs(), vec![1, 2]);
+    assert_eq!(page.lines().last().unwrap()["summary"]["next"], 3, "{page:?}");
+    let rest = offline(&dir, &["--json", "ls", "--from-seq", "3"]).expect(0);
+    assert_eq!(rest.seqs(), vec![3, 4, 5]);
+    assert!(rest.lines().last().unwrap()["summary"].get("next").is_none(), "{rest:?}");
+    assert_eq!(offline(&dir, &["--json", "tail", "-n", "2"]).expect(0).seqs(), vec![4, 5]);
+    assert_eq!(offline(&dir, &["--json", "dlq", "ls"]).expect(0).seqs(), vec![2]);
+
+    // seq: and id: are unambiguous; the bare "3" is both, so it is refused.
+    assert_eq!(offline(&dir, &["--json", "show", "seq:3"]).expect(0).json()["event"]["id"], "ev-3");
+    assert_eq!(offline(&dir, &["--json", "show", "id:3"]).expect(0).json()["seq"], 5);
+    let amb = offline(&dir, &["--json", "show", "3"]).expect(2);
+    let e = amb.json_error();
+    assert_eq!(e["error"]["code"], "invalid_request", "{amb:?}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("seq:3 or id:3"), "{amb:?}");
+    assert!(amb.stdout.is_empty(), "nothing on stdout: {amb:?}");
+    let plain = offline(&dir, &["show", "3"]).expect(2);
+    assert!(plain.stderr.contains("ambiguous"), "{plain:?}");
+    // A bare key with one meaning still works.
+    assert_eq!(offline(&dir, &["--json", "show", "4"]).expect(0).json()["seq"], 4);
+    assert_eq!(offline(&dir, &["--json", "show", "ev-1"]).expect(0).json()["seq"], 1);
+    // dlq verbs resolve the same way: "3" is ambiguous, seq:2 is the dead letter.
+    offline(&dir, &["dlq", "drop", "3", "--yes"]).expect(2);
+    offline(&dir, &["dlq", "retry", "id:3"]).expect(1); // a pending record is not a dead letter
+    offline(&dir, &["dlq", "retry", "seq:2"]).expect(0);
+    offline(&dir, &["show", "seq:x"]).expect(2);
+
+    // Errors under --json are JSON, with the exit code of SPEC §6.
+    let nf = offline(&dir, &["--json", "show", "id:nope"]).expect(1);
+    assert_eq!(nf.json_error()["error"]["code"], "not_found");
+    let usage = spoolctl(&["--json", "ls", "--limit", "0"]).expect(2);
+    assert_eq!(usage.json_error()["error"]["code"], "usage");
+    let unreachable = spoolctl(&["--json", "--socket", "/nonexistent/admin.sock", "status"]).expect(3);
+    assert_eq!(unreachable.json_error()["error"]["code"], "unreachable");
+    // An unreadable import file or an unwritable export is a failed operation (1), not usage (2).
+    let missing = offline(&dir, &["--node-id", "n", "--json", "import", "/nonexistent/file.jsonl"]).expect(1);
+    assert!(missing.json_error()["error"]["message"].as_str().unwrap().contains("cannot open"), "{missing:?}");
+    offline(&dir, &["export", "-o", "/nonexistent/dir/out.jsonl"]).expect(1);
+}
+
+/// `dlq retry` through the real spoold wakes the forwarder at once (it asks for
+/// a rescan from the start, which a busy forwarder otherwise does every 5 s):
+/// the requeued record is sent again, and refused again, within 2.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_retry_wakes_the_forwarder_at_once() {
+    use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
+    use test_support::spoold::{Spoold, SpooldOptions, TEST_TOKEN};
+    let ledger = Ledgerd::start().await.unwrap();
+    // The ledger already holds id "clash" with another amount: spoold's event conflicts.
+    let pre = json!({"node": "other", "events": [{"seq": 1, "received_at": "2026-11-24T12:00:01Z", "event": event_json("clash", 1)}]});
+    let r = reqwest::Client::new().post(format!("{}/v1/batches", ledger.url)).bearer_auth(NODE_TOKEN).json(&pre).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut opts = SpooldOptions::default().forward_to(&ledger.url, NODE_TOKEN);
+    opts.args = vec!["--log-level".into(), "forwarder=debug,info".into()];
+    let s = Spoold::start(opts).await.unwrap();
+    let r = reqwest::Client::new().post(s.url("/v1/events")).bearer_auth(TEST_TOKEN).json(&event_json("clash", 2)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let socket = s.admin_socket.clone();
+    let show = || {
+        let socket = socket.clone();
+        async move { online(&socket, &["--json", "show", "id:clash"]).await.expect(0).json() }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let first = loop {
+        let r = show().await;
+        if r["state"] == "dead" {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(first["code"], "conflict", "{first}");
+    let first_dead_at = first["dead_at"].as_str().unwrap().to_owned();
+    // Let the forwarder settle into idle polling past the record.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let retried = std::time::Instant::now();
+    assert!(!s.log().contains("rescan requested"), "no rescan before the retry");
+    online(&socket, &["dlq", "retry", "id:clash"]).await.expect(0);
+    assert!(s.log().contains("rescan requested"), "dlq retry must wake the forwarder: {}", s.log());
+    loop {
+        let r = show().await;
+        if r["state"] == "dead" && r["dead_at"].as_str() != Some(first_dead_at.as_str()) {
+            break;
+        }
+        assert!(
+            retried.elapsed() < std::time::Duration::from_millis(2500),
+            "the retried dead letter was not sent again within 2.5 s (rescan is 5 s): {r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

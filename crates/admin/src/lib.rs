@@ -42,7 +42,7 @@ use spool::{AppendOutcome, Spool, SpoolError, StateFilter};
 use spool_format::{Event, OffsetDateTime, Record, State};
 
 pub use client::Client;
-pub use server::{default_socket_path, serve_unix, ExtraStatus, ADMIN_CONNECTIONS_MAX, ADMIN_IDLE_TIMEOUT};
+pub use server::{default_socket_path, serve_unix, Daemon, ExtraStatus, ADMIN_CONNECTIONS_MAX, ADMIN_IDLE_TIMEOUT};
 
 /// Dead letters dropped by operators since this process started.
 static DEAD_LETTERS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -305,23 +305,74 @@ async fn tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse>
     Ok(to_data(&ListData { records, next_from_seq: None }))
 }
 
-/// `show`: a seq number first (if the key is all digits), then an event id
-/// (ids may be numeric too).
+/// How a record is named on the command line and in `show`: `seq:N`,
+/// `id:X`, or a bare key (see [`RecordKey::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    Seq(u64),
+    Id(String),
+    /// A bare key: an id, or, when all digits, a seq *or* an id; resolved only
+    /// when exactly one record matches.
+    Bare(String),
+}
+
+impl RecordKey {
+    /// `seq:263` is seq 263, `id:263` the event whose id is `263` (and
+    /// `id:seq:1` the event whose id is `seq:1`); anything else is bare.
+    pub fn parse(key: &str) -> Result<RecordKey, String> {
+        if let Some(n) = key.strip_prefix("seq:") {
+            return n.parse().map(RecordKey::Seq).map_err(|_| format!("{key:?}: seq:N needs a number"));
+        }
+        if let Some(id) = key.strip_prefix("id:") {
+            if id.is_empty() {
+                return Err(format!("{key:?}: id:X needs an id"));
+            }
+            return Ok(RecordKey::Id(id.to_owned()));
+        }
+        if key.is_empty() {
+            return Err("empty record key: use seq:N or id:X".into());
+        }
+        Ok(RecordKey::Bare(key.to_owned()))
+    }
+}
+
+/// `show`: by `seq:N`, `id:X`, or a bare key. A bare all-digit key that is
+/// both an existing seq and another record's id is refused as ambiguous
+/// (`invalid_request`), never guessed: `seq:`/`id:` say which.
 async fn show(spool: &Spool, key: String) -> Result<AdminResponse, AdminResponse> {
-    let k = key.clone();
-    let found = blocking(spool, move |s| {
-        if let Ok(seq) = k.parse::<u64>() {
-            if let Some(r) = s.get(seq)? {
-                return Ok(Some(r));
+    let parsed = RecordKey::parse(&key).map_err(|m| AdminResponse::err_code(codes::INVALID_REQUEST, m))?;
+    let p = parsed.clone();
+    let found = blocking(spool, move |s| match p {
+        RecordKey::Seq(seq) => Ok(Ok(s.get(seq)?)),
+        RecordKey::Id(id) => Ok(Ok(s.lookup(&id)?)),
+        RecordKey::Bare(k) => {
+            let by_id = s.lookup(&k)?;
+            let by_seq = match k.parse::<u64>() {
+                Ok(seq) => s.get(seq)?,
+                Err(_) => None,
+            };
+            match (by_seq, by_id) {
+                (Some(a), Some(b)) if a.seq != b.seq => Ok(Err((a.seq, b.seq))),
+                (a, b) => Ok(Ok(a.or(b))),
             }
         }
-        s.lookup(&k)
     })
     .await?;
+    let found = found.map_err(|(seq, other)| {
+        AdminResponse::err_code(
+            codes::INVALID_REQUEST,
+            format!("{key:?} is ambiguous: seq {seq} and the record with id {key:?} (seq {other}) differ; write seq:{key} or id:{key}"),
+        )
+    })?;
     if let Some(r) = found {
         return Ok(to_data(&r));
     }
-    if let Ok(seq) = key.parse::<u64>() {
+    let seq = match &parsed {
+        RecordKey::Seq(seq) => Some(*seq),
+        RecordKey::Bare(k) => k.parse::<u64>().ok(),
+        RecordKey::Id(_) => None,
+    };
+    if let Some(seq) = seq {
         let q = blocking(spool, |s| s.quarantined()).await?;
         if q.iter().any(|q| q.seq == seq) {
             return Ok(AdminResponse::err_code(
@@ -330,7 +381,12 @@ async fn show(spool: &Spool, key: String) -> Result<AdminResponse, AdminResponse
             ));
         }
     }
-    Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("no record with seq or id {key:?}")))
+    let what = match parsed {
+        RecordKey::Seq(seq) => format!("no record with seq {seq}"),
+        RecordKey::Id(id) => format!("no record with id {id:?}"),
+        RecordKey::Bare(k) => format!("no record with seq or id {k:?}"),
+    };
+    Ok(AdminResponse::err_code(codes::NOT_FOUND, what))
 }
 
 async fn import(spool: &Spool, events: Vec<serde_json::Value>) -> Result<AdminResponse, AdminResponse> {

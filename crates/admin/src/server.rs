@@ -34,11 +34,27 @@ const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (e.g. out of file descriptors), in time.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// A callback returning the daemon's part of `status` (draining, the
-/// forwarder's view of the ledger), which [`crate::node_status`] combines with
-/// the spool's. Called once per status request, on an async worker: it must be
-/// quick and must not block.
-pub type ExtraStatus = Arc<dyn Fn() -> common::status::DaemonStatus + Send + Sync>;
+/// What the running daemon adds to its admin socket. Called on an async
+/// worker: each method must be quick and must not block.
+pub trait Daemon: Send + Sync {
+    /// The daemon's part of `status` (draining, the forwarder's view of the
+    /// ledger), which [`crate::node_status`] combines with the spool's.
+    fn status(&self) -> common::status::DaemonStatus;
+    /// Records went back to pending behind the forwarder's cursor (`dlq
+    /// retry`, `import`): the daemon wakes its forwarder now rather than at
+    /// its next periodic rescan.
+    fn records_requeued(&self) {}
+}
+
+/// A closure giving the status part is a daemon without a forwarder to wake.
+impl<F: Fn() -> common::status::DaemonStatus + Send + Sync> Daemon for F {
+    fn status(&self) -> common::status::DaemonStatus {
+        self()
+    }
+}
+
+/// The daemon behind an admin socket.
+pub type ExtraStatus = Arc<dyn Daemon>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
     move |source| AdminError::Io { path: path.display().to_string(), source }
@@ -234,12 +250,17 @@ pub async fn handle(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus
     let verb = verb_name(&req);
     tracing::debug!(verb, "admin request");
     if matches!(req, AdminRequest::Status) {
-        return match crate::node_status(spool, Some(extra_status())).await {
+        return match crate::node_status(spool, Some(extra_status.status())).await {
             Ok(s) => crate::to_data(&s),
             Err(e) => e,
         };
     }
-    crate::execute(spool, req).await
+    let requeues = matches!(req, AdminRequest::DlqRetry { .. } | AdminRequest::Import { .. });
+    let resp = crate::execute(spool, req).await;
+    if requeues && resp.ok {
+        extra_status.records_requeued();
+    }
+    resp
 }
 
 fn verb_name(req: &AdminRequest) -> &'static str {

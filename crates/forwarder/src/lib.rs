@@ -294,6 +294,7 @@ impl ForwarderHandle {
     /// (skipping what is in flight): call after records were put back in the
     /// pending state behind its cursor (`dlq retry`, import).
     pub fn rescan(&self) {
+        tracing::debug!("rescan requested");
         self.shared.rescan.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
     }

@@ -17,8 +17,12 @@ pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
         (--socket, default /run/spoold/admin.sock). With --spool-dir it opens a \
         stopped daemon's spool directly; if the daemon still holds the spool it \
         says so and exits 3.",
-    after_help = "Exit codes: 0 ok, 1 check failed or not found, 2 usage or config error, \
-        3 cannot reach the daemon or open the spool."
+    after_help = "Records are named seq:N or id:X (a bare key is an id, or a seq when all \
+        digits; a bare number that is one record's seq and another's id is refused as ambiguous).\n\
+        With --json, lists are JSONL ending with {\"summary\":{\"records\":N,\"next\":SEQ}} \
+        (next only when more exist) and errors are one JSON line on stderr.\n\
+        Exit codes: 0 ok, 1 check failed or not found (also an unreadable or unwritable file), \
+        2 usage or config error, 3 cannot reach the daemon or open the spool."
 )]
 pub struct Cli {
     /// Admin socket of the running spoold [default: $SPOOLCTL_SOCKET, else /run/spoold/admin.sock]
@@ -30,7 +34,7 @@ pub struct Cli {
     /// Node id to stamp on records imported offline (spoold.toml `node_id` of the spool's owner)
     #[arg(long, global = true, value_name = "ID")]
     pub node_id: Option<String>,
-    /// Machine-readable JSON output instead of tables
+    /// Machine-readable output: one JSON document, or JSONL for lists (ending with a summary line); errors as JSON on stderr
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -45,8 +49,8 @@ pub enum Cmd {
     Ls(LsArgs),
     /// One record, decoded, with its state and attempts
     Show {
-        /// An event id or a seq number
-        #[arg(value_name = "ID-OR-SEQ")]
+        /// seq:N, id:X, or a bare id (or seq, when all digits and unambiguous)
+        #[arg(value_name = "seq:N|id:X")]
         key: String,
     },
     /// Newest records; with -f, keep printing new ones
@@ -159,8 +163,8 @@ pub enum DlqCmd {
     },
     /// Put a dead letter (or all) back in the pending queue
     Retry {
-        /// Seq or event id of the dead letter
-        #[arg(value_name = "ID-OR-SEQ", required_unless_present = "all", conflicts_with = "all")]
+        /// seq:N or id:X of the dead letter (a bare key as for show)
+        #[arg(value_name = "seq:N|id:X", required_unless_present = "all", conflicts_with = "all")]
         key: Option<String>,
         /// Retry every dead letter
         #[arg(long)]
@@ -168,8 +172,8 @@ pub enum DlqCmd {
     },
     /// Remove a dead letter for good (needs --yes)
     Drop {
-        /// Seq or event id of the dead letter
-        #[arg(value_name = "ID-OR-SEQ")]
+        /// seq:N or id:X of the dead letter (a bare key as for show)
+        #[arg(value_name = "seq:N|id:X")]
         key: String,
         /// Confirm: the event is removed from this spool for good
         #[arg(long)]

@@ -43,6 +43,9 @@ const IMPORT_LINE_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug)]
 struct Fail {
     code: u8,
+    /// Machine-readable kind for `--json` errors: the daemon's error code
+    /// (`not_found`, `invalid_request`, …) or one named after the exit code.
+    kind: String,
     msg: String,
 }
 
@@ -55,12 +58,33 @@ impl std::fmt::Display for Fail {
 impl std::error::Error for Fail {}
 
 fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Fail { code, msg: msg.into() })
+    let kind = match code {
+        EXIT_USAGE => "usage",
+        EXIT_UNREACHABLE => "unreachable",
+        _ => "failed",
+    };
+    anyhow::Error::new(Fail { code, kind: kind.to_owned(), msg: msg.into() })
+}
+
+/// An error as one JSON line on stderr (under `--json`):
+/// `{"error":{"code":"not_found","message":"…","exit_code":1}}`.
+fn print_json_error(kind: &str, msg: &str, exit_code: u8) {
+    let v = serde_json::json!({"error": {"code": kind, "message": msg, "exit_code": exit_code}});
+    eprintln!("{v}");
 }
 
 fn main() -> ExitCode {
+    let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        // Usage errors under --json: a JSON line, exit 2.
+        Err(e) if json && e.use_stderr() => {
+            let msg = e.kind().to_string();
+            let detail = e.to_string();
+            let first = detail.lines().next().unwrap_or(&msg).trim_start_matches("error: ");
+            print_json_error("usage", first, EXIT_USAGE);
+            return ExitCode::from(EXIT_USAGE);
+        }
         // Help and version exit 0; usage errors exit 2.
         Err(e) => e.exit(),
     };
@@ -77,9 +101,17 @@ fn main() -> ExitCode {
         // The reader went away (`spoolctl ls | head`): stop quietly, like any filter.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Fail>() {
+            Some(f) if json => {
+                print_json_error(&f.kind, &f.msg, f.code);
+                ExitCode::from(f.code)
+            }
             Some(f) => {
                 eprintln!("spoolctl: {}", f.msg);
                 ExitCode::from(f.code)
+            }
+            None if json => {
+                print_json_error("failed", &format!("{e:#}"), EXIT_FAILED);
+                ExitCode::from(EXIT_FAILED)
             }
             None => {
                 eprintln!("spoolctl: {e:#}");
@@ -178,7 +210,8 @@ impl Backend {
                 Some(codes::BUSY) => EXIT_UNREACHABLE,
                 _ => EXIT_FAILED,
             };
-            return Err(fail(code, msg));
+            let kind = resp.code.unwrap_or_else(|| "failed".into());
+            return Err(anyhow::Error::new(Fail { code, kind, msg }));
         }
         let data = resp.data.unwrap_or(serde_json::Value::Null);
         serde_json::from_value(data).context("decode the daemon's answer")
@@ -251,7 +284,9 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Ls(args) => {
             let records = list(b, args.state(), args.from_seq, args.limit).await?;
             output::print_records(&records.0, json, false)?;
-            if let (Some(next), false) = (records.1, json) {
+            if json {
+                output::print_summary(records.0.len(), records.1)?;
+            } else if let Some(next) = records.1 {
                 eprintln!("(more records from seq {next}; use --from-seq {next} or a larger --limit)");
             }
             Ok(0)
@@ -271,7 +306,9 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Verify => {
             let v: VerifyData = b.call_ok(AdminRequest::Verify).await?;
             if json {
-                output::print_json(&v)?;
+                // JSONL: one fault a line, then the summary.
+                output::print_lines(&v.faults)?;
+                output::print_line(&serde_json::json!({"summary": {"records": v.records, "faults": v.faults.len()}}))?;
             } else if v.faults.is_empty() {
                 outln!("verified {} records: no faults", v.records);
             } else {
@@ -321,6 +358,10 @@ async fn tail(b: &mut Backend, follow: bool, lines: u32, interval: Duration, jso
     let mut last = t.records.last().map(|r| r.seq);
     output::print_records(&t.records, json, follow)?;
     if !follow {
+        if json {
+            // The newest records: nothing follows them yet.
+            output::print_summary(t.records.len(), None)?;
+        }
         return Ok(0);
     }
     let mut header = !t.records.is_empty();
@@ -364,7 +405,7 @@ async fn export(b: &mut Backend, args: &ExportArgs, json: bool) -> anyhow::Resul
         Box::new(std::io::stdout().lock())
     } else {
         let f = std::fs::File::create(&partial)
-            .map_err(|e| fail(EXIT_USAGE, format!("cannot create {}: {e}", partial.display())))?;
+            .map_err(|e| fail(EXIT_FAILED, format!("cannot create {}: {e}", partial.display())))?;
         Box::new(f)
     };
     let mut w = std::io::BufWriter::new(sink);
@@ -462,7 +503,7 @@ fn read_bounded_line(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std
 }
 
 async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> {
-    let f = std::fs::File::open(file).map_err(|e| fail(EXIT_USAGE, format!("cannot open {}: {e}", file.display())))?;
+    let f = std::fs::File::open(file).map_err(|e| fail(EXIT_FAILED, format!("cannot open {}: {e}", file.display())))?;
     let mut reader = std::io::BufReader::new(f);
     let mut report = ImportReport::default();
     // Line numbers of the events in the current chunk, for issue reports.
@@ -553,11 +594,9 @@ async fn send_chunk(
     Ok(())
 }
 
-/// Resolves a dead letter's seq from a seq number or an event id.
+/// Resolves a dead letter's seq from `seq:N`, `id:X` or a bare key, the way
+/// `show` does (an ambiguous bare number is refused, never guessed).
 async fn resolve_seq(b: &mut Backend, key: &str) -> anyhow::Result<u64> {
-    if let Ok(seq) = key.parse::<u64>() {
-        return Ok(seq);
-    }
     let r: Record = b.call_ok(AdminRequest::Show { key: key.to_owned() }).await?;
     Ok(r.seq)
 }
@@ -567,7 +606,9 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
         DlqCmd::Ls { limit } => {
             let (records, more) = list(b, StateArg::Dead, 0, *limit).await?;
             output::print_records(&records, json, false)?;
-            if let (Some(next), false) = (more, json) {
+            if json {
+                output::print_summary(records.len(), more)?;
+            } else if let Some(next) = more {
                 eprintln!("(more dead letters from seq {next}; use a larger --limit)");
             }
             Ok(0)

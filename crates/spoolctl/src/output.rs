@@ -123,22 +123,43 @@ fn state_text(state: &State) -> String {
     }
 }
 
-/// Prints records: a table, or JSON (one array, or one object per line when
-/// `lines` is set, for streaming).
-pub fn print_records(records: &[Record], json: bool, lines: bool) -> anyhow::Result<()> {
+/// Prints records: a table, or JSONL (one record object a line; the caller
+/// ends a finite list with [`print_summary`]).
+pub fn print_records(records: &[Record], json: bool, _follow: bool) -> anyhow::Result<()> {
     if json {
-        if lines {
-            let mut out = std::io::stdout().lock();
-            for r in records {
-                serde_json::to_writer(&mut out, r)?;
-                writeln!(out)?;
-            }
-            out.flush()?;
-            return Ok(());
-        }
-        return print_json(&records);
+        return print_lines(records);
     }
     print_rows(records, true)
+}
+
+/// One JSON value on one line.
+pub fn print_line<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// JSONL: each value on its own line.
+pub fn print_lines<T: serde::Serialize>(values: &[T]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for v in values {
+        serde_json::to_writer(&mut out, v)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The last line of a `--json` list: `{"summary":{"records":N,"next":SEQ}}`,
+/// `next` present only when more records exist (pass it to `--from-seq`).
+pub fn print_summary(records: usize, next: Option<u64>) -> anyhow::Result<()> {
+    let mut summary = serde_json::json!({"records": records});
+    if let Some(n) = next {
+        summary["next"] = n.into();
+    }
+    print_line(&serde_json::json!({ "summary": summary }))
 }
 
 pub fn print_rows(records: &[Record], header: bool) -> anyhow::Result<()> {
