@@ -665,3 +665,34 @@ async fn dlq_retry_wakes_the_forwarder_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The admin protocol is versioned: the real spoold answers a `hello` of
+/// another version, and any request before `hello` (a spoolctl from before
+/// versioning), with `version_mismatch` naming both versions; spoolctl of the
+/// same release says hello and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_protocol_version_mismatch_is_named() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let s = test_support::spoold::Spoold::start(Default::default()).await.unwrap();
+    let ask = |lines: &'static str| {
+        let socket = s.admin_socket.clone();
+        async move {
+            let mut raw = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            raw.write_all(lines.as_bytes()).await.unwrap();
+            let mut rd = tokio::io::BufReader::new(raw).lines();
+            let line = rd.next_line().await.unwrap().unwrap();
+            serde_json::from_str::<Value>(&line).unwrap()
+        }
+    };
+    let old = ask("{\"verb\":\"status\"}\n").await;
+    assert_eq!((old["ok"].as_bool(), old["code"].as_str()), (Some(false), Some("version_mismatch")), "{old}");
+    let msg = old["error"].as_str().unwrap();
+    assert!(msg.contains("admin protocol 1") && msg.contains("speaks version 2") && msg.contains("spoold 0."), "{msg}");
+    let future = ask("{\"verb\":\"hello\",\"protocol\":3,\"client\":\"spoolctl 9.0.0\"}\n").await;
+    assert_eq!(future["code"], "version_mismatch", "{future}");
+    let msg = future["error"].as_str().unwrap();
+    assert!(msg.contains("client speaks version 3") && msg.contains("speaks version 2"), "{msg}");
+    let same = ask("{\"verb\":\"hello\",\"protocol\":2,\"client\":\"test\"}\n").await;
+    assert_eq!((same["ok"].as_bool(), same["data"]["protocol"].as_u64()), (Some(true), Some(2)), "{same}");
+    online(&s.admin_socket, &["status"]).await.expect(0);
+}

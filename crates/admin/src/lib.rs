@@ -34,7 +34,7 @@ pub mod server;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::admin::{
-    codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_BYTES_MAX, ADMIN_PAGE_RECORDS_MAX,
+    codes, AdminRequest, AdminResponse, HelloData, ADMIN_PROTOCOL_VERSION, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_BYTES_MAX, ADMIN_PAGE_RECORDS_MAX,
 };
 use common::status::{DaemonStatus, DiskStatus, NodeStatus, SpoolStatus};
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,8 @@ pub enum AdminError {
     NotASocket(String),
     #[error("admin protocol: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    VersionMismatch(String),
 }
 
 /// `data` of `status`: the node's one status document (also `GET /v1/status`).
@@ -196,6 +198,7 @@ pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
     let r = match req {
         AdminRequest::Status => node_status(spool, None).await.map(|s| to_data(&s)),
         AdminRequest::List { state, from_seq, limit } => list(spool, &state, from_seq, limit).await,
+        AdminRequest::Hello { protocol, .. } => Ok(hello(protocol)),
         AdminRequest::Show { key } => show(spool, key).await,
         AdminRequest::Tail { limit } => tail(spool, limit).await,
         AdminRequest::Import { events } => import(spool, events).await,
@@ -303,6 +306,26 @@ async fn tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse>
     let keep = keep_within_bytes(records.iter().rev(), ADMIN_PAGE_BYTES_MAX);
     records.drain(..records.len() - keep);
     Ok(to_data(&ListData { records, next_from_seq: None }))
+}
+
+/// What this build calls itself in `hello`.
+pub fn server_name() -> String {
+    format!("spoold {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Answers `hello`: our protocol, or a mismatch naming both versions.
+pub fn hello(protocol: u32) -> AdminResponse {
+    if protocol == ADMIN_PROTOCOL_VERSION {
+        return to_data(&HelloData { protocol: ADMIN_PROTOCOL_VERSION, server: server_name() });
+    }
+    AdminResponse::err_code(
+        codes::VERSION_MISMATCH,
+        format!(
+            "admin protocol mismatch: the client speaks version {protocol}, {} speaks version {ADMIN_PROTOCOL_VERSION}; \
+             use the spoolctl of the same release as spoold",
+            server_name()
+        ),
+    )
 }
 
 /// How a record is named on the command line and in `show`: `seq:N`,

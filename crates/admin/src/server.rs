@@ -210,6 +210,8 @@ async fn serve_conn(
     }
     let (rd, mut wr) = stream.into_split();
     let mut reader = BufReader::new(rd);
+    // A connection speaks after a matching `hello` only.
+    let mut greeted = false;
     loop {
         let line = tokio::select! {
             _ = stopped(&mut shutdown) => return,
@@ -237,6 +239,23 @@ async fn serve_conn(
         }
         let resp = match spool_format::json::from_slice_strict_as::<AdminRequest>(&line) {
             Err(e) => AdminResponse::err_code(codes::INVALID_REQUEST, format!("bad request: {e}")),
+            Ok(AdminRequest::Hello { protocol, client }) => {
+                let resp = crate::hello(protocol);
+                greeted = resp.ok;
+                if !resp.ok {
+                    tracing::warn!(client = %client, protocol, "admin client speaks another protocol version");
+                }
+                resp
+            }
+            Ok(_) if !greeted => AdminResponse::err_code(
+                codes::VERSION_MISMATCH,
+                format!(
+                    "admin protocol mismatch: the client sent no hello (admin protocol 1, a spoolctl older than \
+                     versioning); {} speaks version {}; use the spoolctl of the same release as spoold",
+                    crate::server_name(),
+                    common::admin::ADMIN_PROTOCOL_VERSION
+                ),
+            ),
             Ok(req) => handle(&spool, req, &extra_status).await,
         };
         if wr.write_all(&encode_line(&resp)).await.is_err() {
@@ -265,6 +284,7 @@ pub async fn handle(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus
 
 fn verb_name(req: &AdminRequest) -> &'static str {
     match req {
+        AdminRequest::Hello { .. } => "hello",
         AdminRequest::Status => "status",
         AdminRequest::List { .. } => "list",
         AdminRequest::Show { .. } => "show",

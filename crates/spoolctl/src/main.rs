@@ -152,6 +152,9 @@ impl Backend {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
         match admin::Client::connect(&path).await {
             Ok(client) => Ok(Backend::Online { client, path }),
+            Err(e @ admin::AdminError::VersionMismatch(_)) => {
+                Err(anyhow::Error::new(Fail { code: EXIT_UNREACHABLE, kind: "version_mismatch".into(), msg: e.to_string() }))
+            }
             Err(e) => Err(fail(
                 EXIT_UNREACHABLE,
                 format!(
