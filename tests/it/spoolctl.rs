@@ -696,3 +696,41 @@ async fn admin_protocol_version_mismatch_is_named() {
     assert_eq!((same["ok"].as_bool(), same["data"]["protocol"].as_u64()), (Some(true), Some(2)), "{same}");
     online(&s.admin_socket, &["status"]).await.expect(0);
 }
+
+/// `spoolctl top --once --json` against the real spoold forwarding to ledgerd
+/// under load: one frame with non-zero ingest, forward and commit rates, the
+/// depth and the ledger up; offline it still gives the spool's side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_once_json_shows_rates_under_load() {
+    use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
+    use test_support::spoold::{Spoold, SpooldOptions, TEST_TOKEN};
+    let ledger = Ledgerd::start().await.unwrap();
+    let s = Spoold::start(SpooldOptions::default().forward_to(&ledger.url, NODE_TOKEN)).await.unwrap();
+    let url = s.url("/v1/events");
+    let load = tokio::spawn(async move {
+        let c = reqwest::Client::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut i = 0u64;
+        while std::time::Instant::now() < until {
+            i += 1;
+            let r = c.post(&url).bearer_auth(TEST_TOKEN).json(&event_json(&format!("top-{i}"), i)).send().await.unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        i
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let run = online(&s.admin_socket, &["--json", "top", "--once", "--interval", "1s"]).await.expect(0);
+    let f = run.json();
+    let posted = load.await.unwrap();
+    assert!(posted > 5, "the load ran: {posted}");
+    assert!(f["ingest_events_per_second"].as_f64().unwrap() > 1.0, "{f}");
+    assert!(f["forward_events_per_second"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["commits_per_second"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["events_per_commit"].as_f64().unwrap() >= 1.0, "{f}");
+    assert_eq!((f["ledger_forwarding"].as_bool(), f["ledger_up"].as_bool()), (Some(true), Some(true)), "{f}");
+    assert!((0.9..3.0).contains(&f["interval_seconds"].as_f64().unwrap()), "{f}");
+    let human = online(&s.admin_socket, &["top", "--once", "--interval", "100ms"]).await.expect(0);
+    for word in ["ingest", "forward", "commits", "depth", "oldest pending", "ledger          up"] {
+        assert!(human.stdout.contains(word), "{word}: {human:?}");
+    }
+}

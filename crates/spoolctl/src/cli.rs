@@ -53,6 +53,15 @@ pub enum Cmd {
         #[arg(value_name = "seq:N|id:X")]
         key: String,
     },
+    /// Live view: ingest and forward rates, depth, oldest pending age, ledger state, commit rate
+    Top {
+        /// Print one frame (two samples INTERVAL apart) and exit
+        #[arg(long)]
+        once: bool,
+        /// Sampling interval, e.g. "1s", "500ms"
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        interval: common::units::Span,
+    },
     /// Newest records; with -f, keep printing new ones
     Tail {
         /// Keep following new records (Ctrl-C to stop)

@@ -304,6 +304,7 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Tail { follow, lines, interval } => tail(b, *follow, *lines, interval.get(), json).await,
+        Cmd::Top { once, interval } => top(b, *once, interval.get(), json).await,
         Cmd::Export(args) => export(b, args, json).await,
         Cmd::Import { file } => import(b, file, json).await,
         Cmd::Verify => {
@@ -382,6 +383,110 @@ async fn tail(b: &mut Backend, follow: bool, lines: u32, interval: Duration, jso
                 output::print_rows(&l.records, !header)?;
                 header = true;
             }
+        }
+    }
+}
+
+/// One frame of `top`: rates over the last interval and the state now.
+#[derive(Debug, serde::Serialize)]
+struct TopFrame {
+    node_id: String,
+    mode: String,
+    interval_seconds: f64,
+    /// New records per second (seq numbers taken), all clients together.
+    ingest_events_per_second: f64,
+    /// Events the ledger accepted per second (online, forwarding only).
+    forward_events_per_second: Option<f64>,
+    /// Group commits per second (each one fsync).
+    commits_per_second: f64,
+    /// Mean events made durable per group commit over the interval.
+    events_per_commit: Option<f64>,
+    pending_events: u64,
+    dead_letters: u64,
+    spool_bytes: u64,
+    spool_bytes_max: u64,
+    oldest_pending_age_seconds: Option<f64>,
+    ledger_forwarding: bool,
+    ledger_up: Option<bool>,
+    ledger_last_error: Option<String>,
+    ledger_last_error_age_seconds: Option<f64>,
+}
+
+async fn top_frame(b: &mut Backend, interval: Duration) -> anyhow::Result<TopFrame> {
+    let a: StatusData = b.call_ok(AdminRequest::Status).await?;
+    tokio::time::sleep(interval).await;
+    let z: StatusData = b.call_ok(AdminRequest::Status).await?;
+    let secs = (z.generated_at - a.generated_at).as_seconds_f64().max(1e-3);
+    let rate = |from: u64, to: u64| to.saturating_sub(from) as f64 / secs;
+    let ingested = z.spool.next_seq.saturating_sub(a.spool.next_seq);
+    let commits = z.spool.commits.saturating_sub(a.spool.commits);
+    let forward = match (a.ledger.events_acked_total, z.ledger.events_acked_total) {
+        (Some(x), Some(y)) => Some(rate(x, y)),
+        _ => None,
+    };
+    Ok(TopFrame {
+        node_id: z.node_id.clone(),
+        mode: z.mode.clone(),
+        interval_seconds: secs,
+        ingest_events_per_second: rate(a.spool.next_seq, z.spool.next_seq),
+        forward_events_per_second: forward,
+        commits_per_second: rate(a.spool.commits, z.spool.commits),
+        events_per_commit: (commits > 0).then(|| ingested as f64 / commits as f64),
+        pending_events: z.spool.pending_events,
+        dead_letters: z.dead_letters,
+        spool_bytes: z.spool.bytes,
+        spool_bytes_max: z.spool.bytes_max,
+        oldest_pending_age_seconds: z.spool.oldest_pending_age_seconds,
+        ledger_forwarding: z.ledger.forwarding,
+        ledger_up: z.ledger.up,
+        ledger_last_error: z.ledger.last_error.clone(),
+        ledger_last_error_age_seconds: z.ledger.last_error_at.map(|t| (z.generated_at - t).as_seconds_f64().max(0.0)),
+    })
+}
+
+/// `top`: a frame every interval (clearing the screen on a terminal), or one
+/// with `--once`; `--json` prints each frame as one JSON line.
+async fn top(b: &mut Backend, once: bool, interval: Duration, json: bool) -> anyhow::Result<u8> {
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let f = top_frame(b, interval).await?;
+        if json {
+            output::print_line(&f)?;
+        } else {
+            if tty && !once {
+                // Clear the screen and go home: a redraw, not a scroll.
+                print!("\x1b[2J\x1b[H");
+            }
+            let ledger = match (f.mode.as_str(), f.ledger_forwarding, f.ledger_up) {
+                ("offline", _, _) => "unknown (offline)".to_owned(),
+                (_, false, _) => "forwarding off".to_owned(),
+                (_, true, None) => "unknown".to_owned(),
+                (_, true, Some(true)) => "up".to_owned(),
+                (_, true, Some(false)) => "DOWN".to_owned(),
+            };
+            outln!("spoolctl top — {} ({}), every {:.1}s", f.node_id, f.mode, f.interval_seconds);
+            outln!("{:<16}{:.1} events/s", "ingest", f.ingest_events_per_second);
+            match f.forward_events_per_second {
+                Some(r) => outln!("{:<16}{r:.1} events/s", "forward"),
+                None => outln!("{:<16}-", "forward"),
+            }
+            match f.events_per_commit {
+                Some(e) => outln!("{:<16}{:.1}/s, {e:.1} events each", "commits", f.commits_per_second),
+                None => outln!("{:<16}{:.1}/s", "commits", f.commits_per_second),
+            }
+            outln!("{:<16}{} events, {} dead", "depth", f.pending_events, f.dead_letters);
+            outln!("{:<16}{} of {}", "spool bytes", common::units::Bytes(f.spool_bytes), common::units::Bytes(f.spool_bytes_max));
+            match f.oldest_pending_age_seconds {
+                Some(s) => outln!("{:<16}{s:.1}s", "oldest pending"),
+                None => outln!("{:<16}none", "oldest pending"),
+            }
+            outln!("{:<16}{ledger}", "ledger");
+            if let (Some(e), Some(age)) = (&f.ledger_last_error, f.ledger_last_error_age_seconds) {
+                outln!("{:<16}{age:.0}s ago: {e}", "last error");
+            }
+        }
+        if once {
+            return Ok(0);
         }
     }
 }
