@@ -82,7 +82,7 @@ impl ConfigError {
 /// Loopback: a fresh, unconfigured spoold exposes nothing to the network.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 /// Where systemd's `RuntimeDirectory=spoold` puts it, and where spoolctl looks.
-const DEFAULT_ADMIN_SOCKET: &str = "/run/spoold/admin.sock";
+use common::admin::DEFAULT_ADMIN_SOCKET;
 /// Relative, so that a zero-config local run works from any checkout.
 const DEFAULT_SPOOL_DIR: &str = "./data/spoold";
 /// 10 GiB: days of a busy region's payments at ~400 bytes an event.
@@ -97,18 +97,18 @@ const DEFAULT_DISK_FREE_INODES_MIN: u64 = 100_000;
 /// 7 days: the dedupe window of SPEC §2; clients retry within hours, not weeks.
 const DEFAULT_ACKED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// 500 events a forwarded batch: ~200 KB requests, one ledger commit each.
-const DEFAULT_LEDGER_BATCH_EVENTS_MAX: usize = 500;
+const DEFAULT_LEDGER_BATCH_EVENTS_MAX: usize = forwarder::BATCH_EVENTS_MAX_DEFAULT;
 /// 1 MiB a forwarded batch: well under common proxy body limits.
-const DEFAULT_LEDGER_BATCH_BYTES_MAX: u64 = 1 << 20;
+const DEFAULT_LEDGER_BATCH_BYTES_MAX: u64 = forwarder::BATCH_BYTES_MAX_DEFAULT;
 /// 4 batches in flight: hides one round trip of latency without flooding a
 /// ledger that has just come back.
-const DEFAULT_INFLIGHT_BATCHES_MAX: usize = 4;
+const DEFAULT_INFLIGHT_BATCHES_MAX: usize = forwarder::INFLIGHT_BATCHES_MAX_DEFAULT;
 /// 10 s: a ledger commit of 500 events takes milliseconds; 10 s means it is stuck.
-const DEFAULT_LEDGER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_LEDGER_REQUEST_TIMEOUT: Duration = forwarder::REQUEST_TIMEOUT_DEFAULT;
 /// SPEC §4: first retry after 100 ms, …
-const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+const DEFAULT_RETRY_INITIAL: Duration = forwarder::RETRY_INITIAL_DEFAULT;
 /// … and never more than 30 s apart, so a ledger that comes back is used soon.
-const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY_MAX: Duration = forwarder::RETRY_MAX_DEFAULT;
 /// 64 KiB: a maximal event (32 attributes of 1 KiB) is ~36 KiB of JSON.
 const DEFAULT_BODY_BYTES_MAX: u64 = 64 << 10;
 /// 1000 events: SPEC §2 default; one group commit of ~400 KB.

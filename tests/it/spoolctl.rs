@@ -215,9 +215,14 @@ async fn export_then_import_into_another_spool_dedupes() {
 
     // Offline import must name the node it stamps on records.
     offline(&b, &["import", f]).expect(2);
+    // By default only the pending records come back; the dead ones are counted, not re-spooled.
     let first = offline(&b, &["--node-id", "front-2", "--json", "import", f]).expect(0).json();
-    assert_eq!((first["accepted"].as_u64(), first["duplicate"].as_u64()), (Some(5), Some(0)));
-    let again = offline(&b, &["--node-id", "front-2", "import", f]).expect(0);
+    assert_eq!((first["accepted"].as_u64(), first["skipped_dead"].as_u64(), first["skipped_acked"].as_u64()), (Some(3), Some(2), Some(0)), "{first}");
+    let human = offline(&b, &["--node-id", "front-2", "import", f]).expect(0);
+    assert!(human.stdout.contains("skipped 0 acked and 2 dead record(s)"), "{human:?}");
+    let first = offline(&b, &["--node-id", "front-2", "--json", "import", "--include-dead", f]).expect(0).json();
+    assert_eq!((first["accepted"].as_u64(), first["duplicate"].as_u64(), first["skipped_dead"].as_u64()), (Some(2), Some(3), Some(0)), "{first}");
+    let again = offline(&b, &["--node-id", "front-2", "import", "--include-dead", f]).expect(0);
     assert!(again.stdout.contains("accepted 0, duplicate 5"), "{again:?}");
     let s = offline(&b, &["--json", "status"]).expect(0).json();
     assert_eq!(s["spool"]["pending_events"], 5);
@@ -726,7 +731,6 @@ async fn top_once_json_shows_rates_under_load() {
     assert!(f["ingest_events_per_second"].as_f64().unwrap() > 1.0, "{f}");
     assert!(f["forward_events_per_second"].as_f64().unwrap() > 0.0, "{f}");
     assert!(f["commits_per_second"].as_f64().unwrap() > 0.0, "{f}");
-    assert!(f["events_per_commit"].as_f64().unwrap() >= 1.0, "{f}");
     assert_eq!((f["ledger_forwarding"].as_bool(), f["ledger_up"].as_bool()), (Some(true), Some(true)), "{f}");
     assert!((0.9..3.0).contains(&f["interval_seconds"].as_f64().unwrap()), "{f}");
     let human = online(&s.admin_socket, &["top", "--once", "--interval", "100ms"]).await.expect(0);

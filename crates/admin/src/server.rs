@@ -298,5 +298,5 @@ fn verb_name(req: &AdminRequest) -> &'static str {
 
 /// The default admin socket path (SPEC §5 `[listen] admin_socket`).
 pub fn default_socket_path() -> PathBuf {
-    PathBuf::from("/run/spoold/admin.sock")
+    PathBuf::from(common::admin::DEFAULT_ADMIN_SOCKET)
 }

@@ -9,6 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where spoold's admin socket is by default and where spoolctl looks first:
+/// systemd's `RuntimeDirectory=spoold`. Defined here only.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/spoold/admin.sock";
+
 /// The admin protocol this build speaks. 1 was the unversioned protocol (no
 /// `hello`); 2 added `hello`, the nested status document and `seq:`/`id:` keys.
 pub const ADMIN_PROTOCOL_VERSION: u32 = 2;

@@ -62,6 +62,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest error text kept for `/v1/status`.
 const LAST_ERROR_BYTES_MAX: usize = 512;
 
+/// Defaults of SPEC §5 `[ledger]` / `[retry]`, defined once here; spoold's
+/// config takes them from here (docs/config.md says why each is what it is).
+pub const BATCH_EVENTS_MAX_DEFAULT: usize = 500;
+pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1 << 20;
+pub const INFLIGHT_BATCHES_MAX_DEFAULT: usize = 4;
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+pub const RETRY_INITIAL_DEFAULT: Duration = Duration::from_millis(100);
+pub const RETRY_MAX_DEFAULT: Duration = Duration::from_secs(30);
+
 /// How often an idle forwarder probes the ledger's `/readyz`, so that
 /// `spoold_ledger_up` follows reachability when nothing is being forwarded
 /// (an idle node must not look cut off, nor a cut-off idle node look fine).
@@ -130,12 +139,12 @@ impl ForwarderConfig {
             node_id: node_id.into(),
             urls,
             token,
-            batch_events_max: 500,
-            batch_bytes_max: 1 << 20,
-            inflight_batches_max: 4,
-            request_timeout: Duration::from_secs(10),
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(30),
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            batch_bytes_max: usize::try_from(BATCH_BYTES_MAX_DEFAULT).unwrap_or(usize::MAX),
+            inflight_batches_max: INFLIGHT_BATCHES_MAX_DEFAULT,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            retry_initial: RETRY_INITIAL_DEFAULT,
+            retry_max: RETRY_MAX_DEFAULT,
             idle_poll: IDLE_POLL_DEFAULT,
             rescan_interval: RESCAN_INTERVAL_DEFAULT,
             probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
+pub use common::admin::DEFAULT_ADMIN_SOCKET as DEFAULT_SOCKET;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,10 +76,17 @@ pub enum Cmd {
     },
     /// Export records as JSONL (one record per line), for audit or to move a spool
     Export(ExportArgs),
-    /// Re-spool events from a JSONL export (or JSONL of bare events); dedupe applies
+    /// Re-spool events from a JSONL export (or JSONL of bare events); dedupe applies.
+    /// Only pending records of an export are re-spooled unless told otherwise; skipped ones are counted
     Import {
         /// JSONL file written by `spoolctl export`
         file: PathBuf,
+        /// Also re-spool records the export shows as acked (already in the ledger: the ledger answers duplicate)
+        #[arg(long)]
+        include_acked: bool,
+        /// Also re-spool dead letters (the ledger refused them once; they will be sent again)
+        #[arg(long)]
+        include_dead: bool,
     },
     /// Check every record's checksum and the indexes; exit 1 on any fault
     Verify,

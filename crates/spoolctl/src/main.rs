@@ -306,7 +306,7 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Tail { follow, lines, interval } => tail(b, *follow, *lines, interval.get(), json).await,
         Cmd::Top { once, interval } => top(b, *once, interval.get(), json).await,
         Cmd::Export(args) => export(b, args, json).await,
-        Cmd::Import { file } => import(b, file, json).await,
+        Cmd::Import { file, include_acked, include_dead } => import(b, file, *include_acked, *include_dead, json).await,
         Cmd::Verify => {
             let v: VerifyData = b.call_ok(AdminRequest::Verify).await?;
             if json {
@@ -397,10 +397,9 @@ struct TopFrame {
     ingest_events_per_second: f64,
     /// Events the ledger accepted per second (online, forwarding only).
     forward_events_per_second: Option<f64>,
-    /// Group commits per second (each one fsync).
+    /// Group commits per second (each one fsync; ingest and the forwarder's
+    /// acks both commit).
     commits_per_second: f64,
-    /// Mean events made durable per group commit over the interval.
-    events_per_commit: Option<f64>,
     pending_events: u64,
     dead_letters: u64,
     spool_bytes: u64,
@@ -418,8 +417,6 @@ async fn top_frame(b: &mut Backend, interval: Duration) -> anyhow::Result<TopFra
     let z: StatusData = b.call_ok(AdminRequest::Status).await?;
     let secs = (z.generated_at - a.generated_at).as_seconds_f64().max(1e-3);
     let rate = |from: u64, to: u64| to.saturating_sub(from) as f64 / secs;
-    let ingested = z.spool.next_seq.saturating_sub(a.spool.next_seq);
-    let commits = z.spool.commits.saturating_sub(a.spool.commits);
     let forward = match (a.ledger.events_acked_total, z.ledger.events_acked_total) {
         (Some(x), Some(y)) => Some(rate(x, y)),
         _ => None,
@@ -431,7 +428,6 @@ async fn top_frame(b: &mut Backend, interval: Duration) -> anyhow::Result<TopFra
         ingest_events_per_second: rate(a.spool.next_seq, z.spool.next_seq),
         forward_events_per_second: forward,
         commits_per_second: rate(a.spool.commits, z.spool.commits),
-        events_per_commit: (commits > 0).then(|| ingested as f64 / commits as f64),
         pending_events: z.spool.pending_events,
         dead_letters: z.dead_letters,
         spool_bytes: z.spool.bytes,
@@ -470,10 +466,7 @@ async fn top(b: &mut Backend, once: bool, interval: Duration, json: bool) -> any
                 Some(r) => outln!("{:<16}{r:.1} events/s", "forward"),
                 None => outln!("{:<16}-", "forward"),
             }
-            match f.events_per_commit {
-                Some(e) => outln!("{:<16}{:.1}/s, {e:.1} events each", "commits", f.commits_per_second),
-                None => outln!("{:<16}{:.1}/s", "commits", f.commits_per_second),
-            }
+            outln!("{:<16}{:.1}/s (group commits, one fsync each)", "commits", f.commits_per_second);
             outln!("{:<16}{} events, {} dead", "depth", f.pending_events, f.dead_letters);
             outln!("{:<16}{} of {}", "spool bytes", common::units::Bytes(f.spool_bytes), common::units::Bytes(f.spool_bytes_max));
             match f.oldest_pending_age_seconds {
@@ -610,7 +603,7 @@ fn read_bounded_line(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std
     Ok(Some(true))
 }
 
-async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> {
+async fn import(b: &mut Backend, file: &Path, include_acked: bool, include_dead: bool, json: bool) -> anyhow::Result<u8> {
     let f = std::fs::File::open(file).map_err(|e| fail(EXIT_FAILED, format!("cannot open {}: {e}", file.display())))?;
     let mut reader = std::io::BufReader::new(f);
     let mut report = ImportReport::default();
@@ -620,6 +613,9 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
     let mut issue_lines: Vec<(usize, String)> = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0usize;
+    // Export records not pending, left out unless asked for (acked: already
+    // in the ledger; dead: refused by it once).
+    let (mut skipped_acked, mut skipped_dead) = (0u64, 0u64);
     loop {
         let line = read_bounded_line(&mut reader, IMPORT_LINE_BYTES_MAX, &mut buf)
             .with_context(|| format!("read {}", file.display()))?;
@@ -639,6 +635,17 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
                 // An export line is a record; take its event. A bare event is taken as is.
                 let event = match v {
                     serde_json::Value::Object(mut o) if o.contains_key("seq") && o.contains_key("event") => {
+                        match o.get("state").and_then(|s| s.as_str()) {
+                            Some("acked") if !include_acked => {
+                                skipped_acked += 1;
+                                continue;
+                            }
+                            Some("dead") if !include_dead => {
+                                skipped_dead += 1;
+                                continue;
+                            }
+                            _ => {}
+                        }
                         o.remove("event").unwrap_or(serde_json::Value::Null)
                     }
                     other => other,
@@ -661,7 +668,8 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
         let issues: Vec<_> = issue_lines.iter().map(|(l, m)| serde_json::json!({"line": l, "issue": m})).collect();
         output::print_json(&serde_json::json!({
             "accepted": report.accepted, "duplicate": report.duplicate, "conflict": report.conflict,
-            "invalid": report.invalid, "failed": report.failed, "issues": issues,
+            "invalid": report.invalid, "failed": report.failed,
+            "skipped_acked": skipped_acked, "skipped_dead": skipped_dead, "issues": issues,
         }))?;
     } else {
         outln!(
@@ -673,6 +681,12 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
             report.invalid,
             report.failed
         );
+        if skipped_acked + skipped_dead > 0 {
+            outln!(
+                "skipped {skipped_acked} acked and {skipped_dead} dead record(s) of the export \
+                 (only pending ones are re-spooled; --include-acked / --include-dead to take them)"
+            );
+        }
         for (l, m) in &issue_lines {
             outln!("  line {l}: {m}");
         }
