@@ -738,3 +738,58 @@ async fn top_once_json_shows_rates_under_load() {
         assert!(human.stdout.contains(word), "{word}: {human:?}");
     }
 }
+
+/// Every `dlq drop` and `dlq retry` writes an audit entry (who, when, which
+/// record, why; a drop keeps the event) before it acts; the entries survive
+/// closing and reopening the spool, offline and online, and `dlq audit` lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_actions_leave_a_durable_audit_trail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    make_spool(&dir, 5, &[2, 3, 4], &[]).await;
+    assert!(offline(&dir, &["dlq", "audit"]).expect(0).stdout.contains("no audit entries"));
+
+    // Offline: a drop with a reason, a retry without one.
+    offline(&dir, &["dlq", "drop", "seq:2", "--yes", "--reason", "TICKET-7: duplicate of ev-1"]).expect(0);
+    offline(&dir, &["dlq", "retry", "id:ev-3"]).expect(0);
+    // A refused action (not a dead letter) leaves no entry.
+    offline(&dir, &["dlq", "drop", "seq:1", "--yes"]).expect(1);
+
+    // Online, through the real spoold on the same spool, which is then stopped.
+    let mut opts = test_support::spoold::SpooldOptions::default();
+    opts.spool_dir = Some(dir.clone());
+    let mut daemon = test_support::spoold::Spoold::start(opts).await.unwrap();
+    online(&daemon.admin_socket, &["dlq", "retry", "seq:4", "--reason", "ledger fixed"]).await.expect(0);
+    let online_view = online(&daemon.admin_socket, &["--json", "dlq", "audit"]).await.expect(0).lines();
+    assert_eq!(online_view.len(), 4, "three entries and the summary: {online_view:?}");
+    assert!(daemon.terminate(std::time::Duration::from_secs(20)).unwrap().success());
+
+    // Reopened offline (once the server's last connection task let go of the
+    // spool): all three, in order, with who, what and why.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let run = loop {
+        let r = offline(&dir, &["--json", "dlq", "audit"]);
+        if r.code != 3 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let lines = run.expect(0).lines();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let (drop, retry, retry_online) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!((drop["action"].as_str(), drop["seq"].as_u64(), drop["id"].as_str()), (Some("dlq_drop"), Some(2), Some("ev-2")));
+    assert_eq!(drop["reason"], "TICKET-7: duplicate of ev-1");
+    assert_eq!(drop["dead_code"], "rejected");
+    assert_eq!(drop["event"]["id"], "ev-2", "a dropped event is kept in the audit log: {drop}");
+    assert!(drop["by"].as_str().unwrap().contains("uid ") && drop["by"].as_str().unwrap().contains("offline"), "{drop}");
+    assert!(drop["at"].is_string());
+    assert_eq!((retry["action"].as_str(), retry["seq"].as_u64(), retry["reason"].is_null()), (Some("dlq_retry"), Some(3), true));
+    assert!(retry["event"].is_null(), "a retry keeps the event in the spool, not in the log");
+    assert_eq!((retry_online["action"].as_str(), retry_online["seq"].as_u64()), (Some("dlq_retry"), Some(4)));
+    assert!(!retry_online["by"].as_str().unwrap().contains("offline"), "online: the socket peer's uid: {retry_online}");
+    assert_eq!(lines[3]["summary"]["records"], 3);
+    let human = offline(&dir, &["dlq", "audit"]).expect(0);
+    assert!(human.stdout.contains("dlq_drop") && human.stdout.contains("reason: TICKET-7"), "{human:?}");
+    // The log sits beside the spool and is not a fault to verify.
+    offline(&dir, &["verify"]).expect(0);
+}

@@ -28,6 +28,7 @@
 //!   through `Event::from_json_value` and `Spool::append_batch`, and is reported
 //!   as accepted, duplicate, conflict, invalid or failed — never silently skipped.
 
+pub mod audit;
 pub mod client;
 pub mod server;
 
@@ -195,6 +196,16 @@ where
 /// Runs one admin request against `spool`. `status` reports only what the
 /// spool knows; the socket server merges the daemon's extra status into it.
 pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
+    execute_as(spool, req, None).await
+}
+
+/// [`execute`] on behalf of `peer_uid` (the admin socket's peer; `None`:
+/// this process, offline), who is named in the audit log.
+pub async fn execute_as(spool: &Spool, req: AdminRequest, peer_uid: Option<u32>) -> AdminResponse {
+    let by = |user: &Option<String>| match peer_uid {
+        Some(uid) => audit::caller(&format!("uid {uid}"), user.as_deref()),
+        None => audit::offline_caller(user.as_deref()),
+    };
     let r = match req {
         AdminRequest::Status => node_status(spool, None).await.map(|s| to_data(&s)),
         AdminRequest::List { state, from_seq, limit } => list(spool, &state, from_seq, limit).await,
@@ -203,8 +214,9 @@ pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
         AdminRequest::Tail { limit } => tail(spool, limit).await,
         AdminRequest::Import { events } => import(spool, events).await,
         AdminRequest::Verify => verify(spool).await,
-        AdminRequest::DlqRetry { seq, all } => dlq_retry(spool, seq, all).await,
-        AdminRequest::DlqDrop { seq } => dlq_drop(spool, seq).await,
+        AdminRequest::DlqRetry { seq, all, reason, user } => dlq_retry(spool, seq, all, &by(&user), reason.as_deref()).await,
+        AdminRequest::DlqDrop { seq, reason, user } => dlq_drop(spool, seq, &by(&user), reason.as_deref()).await,
+        AdminRequest::Audit { limit } => audit_tail(spool, limit).await,
     };
     r.unwrap_or_else(|e| e)
 }
@@ -493,9 +505,51 @@ async fn verify(spool: &Spool) -> Result<AdminResponse, AdminResponse> {
 /// Dead letters read per page by `dlq retry --all`.
 const RETRY_PAGE_RECORDS: usize = 1000;
 
-async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminResponse, AdminResponse> {
+/// Writes an audit entry for `record` before the action (write-ahead): no
+/// audit entry, no action.
+async fn audit_first(spool: &Spool, action: &str, record: &Record, by: &str, reason: Option<&str>) -> Result<(), AdminResponse> {
+    let entry = audit::AuditEntry::new(action, record, by, reason);
+    let dir = spool.config().dir.clone();
+    tokio::task::spawn_blocking(move || audit::append(&dir, &entry))
+        .await
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("audit task failed: {e}")))?
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("write the audit log ({}): {e}; nothing was changed", audit::AUDIT_FILE)))
+}
+
+/// The dead letter at `seq`, or `not_found`.
+async fn dead_record(spool: &Spool, seq: u64) -> Result<Record, AdminResponse> {
+    let record = blocking(spool, move |s| s.get(seq)).await?;
+    record
+        .filter(|r| matches!(r.state, State::Dead { .. }))
+        .ok_or_else(|| AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")))
+}
+
+/// `data` of `audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditData {
+    pub entries: Vec<audit::AuditEntry>,
+    /// Lines of the log that could not be read (reported, never hidden).
+    pub damaged_lines: u64,
+}
+
+async fn audit_tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse> {
+    let n = check_limit(limit)?;
+    let dir = spool.config().dir.clone();
+    let (entries, damaged_lines) = tokio::task::spawn_blocking(move || audit::read_tail(&dir, n))
+        .await
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("audit task failed: {e}")))?
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("read the audit log: {e}")))?;
+    Ok(to_data(&AuditData { entries, damaged_lines }))
+}
+
+async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool, by: &str, reason: Option<&str>) -> Result<AdminResponse, AdminResponse> {
     match (seq, all) {
         (Some(seq), false) => {
+            let record = match dead_record(spool, seq).await {
+                Ok(r) => r,
+                Err(e) => return Ok(e),
+            };
+            audit_first(spool, "dlq_retry", &record, by, reason).await?;
             let requeued = spool.requeue(seq).await.map_err(|e| spool_err(&e))?;
             if !requeued {
                 return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
@@ -511,6 +565,7 @@ async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminRe
                 let Some(last) = page.last() else { break };
                 from = last.seq.saturating_add(1);
                 for r in &page {
+                    audit_first(spool, "dlq_retry", r, by, reason).await?;
                     if spool.requeue(r.seq).await.map_err(|e| spool_err(&e))? {
                         requeued.push(r.seq);
                     }
@@ -526,11 +581,12 @@ async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminRe
     }
 }
 
-async fn dlq_drop(spool: &Spool, seq: u64) -> Result<AdminResponse, AdminResponse> {
-    let record = blocking(spool, move |s| s.get(seq)).await?;
-    let Some(record) = record.filter(|r| matches!(r.state, State::Dead { .. })) else {
-        return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
+async fn dlq_drop(spool: &Spool, seq: u64, by: &str, reason: Option<&str>) -> Result<AdminResponse, AdminResponse> {
+    let record = match dead_record(spool, seq).await {
+        Ok(r) => r,
+        Err(e) => return Ok(e),
     };
+    audit_first(spool, "dlq_drop", &record, by, reason).await?;
     if !spool.drop_dead(seq).await.map_err(|e| spool_err(&e))? {
         return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
     }

@@ -197,8 +197,8 @@ async fn serve_conn(
     owner_uid: u32,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == owner_uid || c.uid() == 0 => {}
+    let peer_uid = match stream.peer_cred() {
+        Ok(c) if c.uid() == owner_uid || c.uid() == 0 => c.uid(),
         Ok(c) => {
             tracing::warn!(peer_uid = c.uid(), "admin connection refused: wrong user");
             return;
@@ -207,7 +207,7 @@ async fn serve_conn(
             tracing::warn!(error = %e, "admin connection refused: no peer credentials");
             return;
         }
-    }
+    };
     let (rd, mut wr) = stream.into_split();
     let mut reader = BufReader::new(rd);
     // A connection speaks after a matching `hello` only.
@@ -256,7 +256,7 @@ async fn serve_conn(
                     common::admin::ADMIN_PROTOCOL_VERSION
                 ),
             ),
-            Ok(req) => handle(&spool, req, &extra_status).await,
+            Ok(req) => handle_as(&spool, req, &extra_status, Some(peer_uid)).await,
         };
         if wr.write_all(&encode_line(&resp)).await.is_err() {
             return;
@@ -266,6 +266,11 @@ async fn serve_conn(
 
 /// Runs one request; `status` gets the daemon's part from `extra_status`.
 pub async fn handle(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus) -> AdminResponse {
+    handle_as(spool, req, extra_status, None).await
+}
+
+/// [`handle`] for the admin socket's peer `peer_uid` (named in the audit log).
+pub async fn handle_as(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus, peer_uid: Option<u32>) -> AdminResponse {
     let verb = verb_name(&req);
     tracing::debug!(verb, "admin request");
     if matches!(req, AdminRequest::Status) {
@@ -275,7 +280,7 @@ pub async fn handle(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus
         };
     }
     let requeues = matches!(req, AdminRequest::DlqRetry { .. } | AdminRequest::Import { .. });
-    let resp = crate::execute(spool, req).await;
+    let resp = crate::execute_as(spool, req, peer_uid).await;
     if requeues && resp.ok {
         extra_status.records_requeued();
     }
@@ -293,6 +298,7 @@ fn verb_name(req: &AdminRequest) -> &'static str {
         AdminRequest::Verify => "verify",
         AdminRequest::DlqRetry { .. } => "dlq_retry",
         AdminRequest::DlqDrop { .. } => "dlq_drop",
+        AdminRequest::Audit { .. } => "audit",
     }
 }
 

@@ -169,16 +169,16 @@ async fn verify_names_a_flipped_byte() {
 #[tokio::test]
 async fn dlq_retry_one_and_all() {
     let (_d, spool) = spool_with(5, &[1, 3, 4]).await;
-    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false }).await);
+    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false, reason: None, user: None }).await);
     assert_eq!(r.requeued, vec![3]);
     let rec = spool.get(3).unwrap().unwrap();
     assert_eq!((rec.state, rec.attempts), (State::Pending, 0));
     // Not a dead letter (any more).
-    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false }).await, codes::NOT_FOUND);
-    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: None, all: false }).await, codes::INVALID_REQUEST);
-    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(1), all: true }).await, codes::INVALID_REQUEST);
+    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false, reason: None, user: None }).await, codes::NOT_FOUND);
+    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: None, all: false, reason: None, user: None }).await, codes::INVALID_REQUEST);
+    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(1), all: true, reason: None, user: None }).await, codes::INVALID_REQUEST);
 
-    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: None, all: true }).await);
+    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: None, all: true, reason: None, user: None }).await);
     assert_eq!(r.requeued, vec![1, 4]);
     let s = spool.stats().unwrap();
     assert_eq!((s.pending_events, s.dead_events), (5, 0));
@@ -188,13 +188,13 @@ async fn dlq_retry_one_and_all() {
 async fn dlq_drop_removes_only_dead_letters_and_counts() {
     let (_d, spool) = spool_with(3, &[2]).await;
     let before = dead_letters_dropped_total();
-    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 1 }).await, codes::NOT_FOUND);
+    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 1, reason: None, user: None }).await, codes::NOT_FOUND);
     assert!(spool.get(1).unwrap().is_some(), "a pending record must never be dropped");
-    let d: DropData = data(execute(&spool, AdminRequest::DlqDrop { seq: 2 }).await);
+    let d: DropData = data(execute(&spool, AdminRequest::DlqDrop { seq: 2, reason: None, user: None }).await);
     assert_eq!((d.seq, d.id.as_str()), (2, "ev-2"));
     assert!(spool.get(2).unwrap().is_none());
     assert!(dead_letters_dropped_total() > before);
-    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 2 }).await, codes::NOT_FOUND);
+    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 2, reason: None, user: None }).await, codes::NOT_FOUND);
     assert_eq!(spool.stats().unwrap().dead_events, 0);
 }
 

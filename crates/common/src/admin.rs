@@ -64,8 +64,26 @@ pub enum AdminRequest {
     /// Re-spool events (from an export); dedupe applies.
     Import { events: Vec<serde_json::Value> },
     Verify,
-    DlqRetry { seq: Option<u64>, all: bool },
-    DlqDrop { seq: u64 },
+    /// Requeue one dead letter or all; each is written to the spool's audit
+    /// log first (`reason`: the operator's why; `user`: who spoolctl runs as).
+    DlqRetry {
+        seq: Option<u64>,
+        all: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Drop one dead letter; written to the audit log (with the event) first.
+    DlqDrop {
+        seq: u64,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// The newest `limit` entries of the spool's audit log.
+    Audit { limit: u32 },
 }
 
 /// `data` of `hello`.

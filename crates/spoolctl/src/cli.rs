@@ -185,6 +185,9 @@ pub enum DlqCmd {
         /// Retry every dead letter
         #[arg(long)]
         all: bool,
+        /// Why, for the spool's audit log
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Remove a dead letter for good (needs --yes)
     Drop {
@@ -194,5 +197,14 @@ pub enum DlqCmd {
         /// Confirm: the event is removed from this spool for good
         #[arg(long)]
         yes: bool,
+        /// Why, for the spool's audit log (the dropped event is kept there)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// The spool's audit log: every dlq retry and drop (who, when, which, why)
+    Audit {
+        /// Most entries to print (the newest)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
     },
 }

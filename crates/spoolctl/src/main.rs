@@ -240,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("render man page")?;
             return Ok(0);
         }
-        Cmd::Dlq { cmd: DlqCmd::Drop { key, yes: false } } => {
+        Cmd::Dlq { cmd: DlqCmd::Drop { key, yes: false, .. } } => {
             return Err(fail(
                 EXIT_USAGE,
                 format!(
@@ -716,6 +716,11 @@ async fn send_chunk(
     Ok(())
 }
 
+/// Who runs spoolctl, for the audit log (the daemon records the uid itself).
+fn user_name() -> Option<String> {
+    ["SUDO_USER", "USER", "LOGNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
 /// Resolves a dead letter's seq from `seq:N`, `id:X` or a bare key, the way
 /// `show` does (an ambiguous bare number is refused, never guessed).
 async fn resolve_seq(b: &mut Backend, key: &str) -> anyhow::Result<u64> {
@@ -735,12 +740,13 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        DlqCmd::Retry { key, all } => {
+        DlqCmd::Retry { key, all, reason } => {
             let seq = match key {
                 Some(k) if !*all => Some(resolve_seq(b, k).await?),
                 _ => None,
             };
-            let r: RetryData = b.call_ok(AdminRequest::DlqRetry { seq, all: *all }).await?;
+            let req = AdminRequest::DlqRetry { seq, all: *all, reason: reason.clone(), user: user_name() };
+            let r: RetryData = b.call_ok(req).await?;
             if json {
                 output::print_json(&r)?;
             } else {
@@ -751,12 +757,41 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        DlqCmd::Drop { key, yes } => {
+        DlqCmd::Audit { limit } => {
+            let a: admin::AuditData = b.call_ok(AdminRequest::Audit { limit: *limit }).await?;
+            if json {
+                output::print_lines(&a.entries)?;
+                output::print_line(&serde_json::json!({"summary": {"records": a.entries.len(), "damaged_lines": a.damaged_lines}}))?;
+            } else {
+                for e in &a.entries {
+                    let at = e.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                    outln!(
+                        "{at}  {:<9}  seq {}  id {}  by {}  ({}: {}){}",
+                        e.action,
+                        e.seq,
+                        e.id,
+                        e.by,
+                        e.dead_code,
+                        e.dead_reason,
+                        e.reason.as_deref().map(|r| format!("  reason: {r}")).unwrap_or_default()
+                    );
+                }
+                if a.entries.is_empty() {
+                    outln!("no audit entries (no dead letter was retried or dropped)");
+                }
+                if a.damaged_lines > 0 {
+                    eprintln!("warning: {} damaged line(s) in the audit log were skipped", a.damaged_lines);
+                }
+            }
+            Ok(if a.damaged_lines > 0 { EXIT_FAILED } else { 0 })
+        }
+        DlqCmd::Drop { key, yes, reason } => {
             if !*yes {
                 return Err(fail(EXIT_USAGE, "refusing to drop without --yes"));
             }
             let seq = resolve_seq(b, key).await?;
-            let d: admin::DropData = b.call_ok(AdminRequest::DlqDrop { seq }).await?;
+            let req = AdminRequest::DlqDrop { seq, reason: reason.clone(), user: user_name() };
+            let d: admin::DropData = b.call_ok(req).await?;
             if json {
                 output::print_json(&d)?;
             } else {
