@@ -57,11 +57,11 @@ fn statuses(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn ledger_batches_refuse_duplicate_keys() {
     let l = Ledgerd::start().await.expect("start ledgerd");
-    let ev = serde_json::to_string(&event("dup-1", 100, MERCHANT_PAYEE)).unwrap();
+    let ev = serde_json::to_string(&event("dup-1", 100, MERCHANT_PAYEE)).expect("encode");
     let ev_dup = format!("{},\"amount\":9}}", ev.trim_end_matches('}'));
     let cases = [
         (format!(r#"{{"node":"front-1","events":[{{"seq":1,"received_at":"2026-11-24T12:00:01Z","event":{ev_dup}}}]}}"#), "events[0].event.amount"),
-        (format!(r#"{{"node":"front-1","node":"front-2","events":[]}}"#), "node"),
+        (r#"{"node":"front-1","node":"front-2","events":[]}"#.to_owned(), "node"),
         (format!(r#"{{"node":"front-1","events":[{{"seq":1,"seq":2,"received_at":"2026-11-24T12:00:01Z","event":{ev}}}]}}"#), "events[0].seq"),
     ];
     for (body, field) in cases {

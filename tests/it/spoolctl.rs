@@ -756,8 +756,7 @@ async fn dlq_actions_leave_a_durable_audit_trail() {
     offline(&dir, &["dlq", "drop", "seq:1", "--yes"]).expect(1);
 
     // Online, through the real spoold on the same spool, which is then stopped.
-    let mut opts = test_support::spoold::SpooldOptions::default();
-    opts.spool_dir = Some(dir.clone());
+    let opts = test_support::spoold::SpooldOptions { spool_dir: Some(dir.clone()), ..Default::default() };
     let mut daemon = test_support::spoold::Spoold::start(opts).await.unwrap();
     online(&daemon.admin_socket, &["dlq", "retry", "seq:4", "--reason", "ledger fixed"]).await.expect(0);
     let online_view = online(&daemon.admin_socket, &["--json", "dlq", "audit"]).await.expect(0).lines();
