@@ -83,24 +83,9 @@ const LEDGER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// largest batch is far smaller; a bigger body is a broken ledger.
 const RESPONSE_BYTES_MAX: usize = 32 << 20;
 
-/// A secret that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret that never prints (defined in `common::tokens`, where every
+/// secret type lives).
+pub use common::tokens::Secret;
 
 /// Forwarder settings, from the daemon's validated config (`[ledger]`, `[retry]`).
 #[derive(Debug, Clone)]
