@@ -117,15 +117,15 @@ const DEFAULT_BATCH_EVENTS_MAX: usize = 1000;
 /// read into memory whole, so this bounds memory per connection.
 const DEFAULT_BATCH_BODY_BYTES_MAX: u64 = 4 << 20;
 /// 4096 connections: a front server's worth of terminals; each costs a few KiB.
-const DEFAULT_CONNECTIONS_MAX: usize = 4096;
+const DEFAULT_CONNECTIONS_MAX: usize = common::http::CONNECTIONS_MAX_DEFAULT;
 /// 5 s to send headers: generous for a real client, short for a slow-loris.
-const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = common::http::HEADER_READ_TIMEOUT_DEFAULT;
 /// 10 s to send a body of at most a few MiB.
-const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_READ_TIMEOUT: Duration = common::http::BODY_READ_TIMEOUT_DEFAULT;
 /// 60 s of silence closes a keep-alive connection, returning its slot.
-const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = common::http::KEEP_ALIVE_IDLE_TIMEOUT_DEFAULT;
 /// 30 s for in-flight requests at shutdown; under systemd's TimeoutStopSec.
-const DEFAULT_SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_SHUTDOWN_DRAIN_TIMEOUT: Duration = common::http::SHUTDOWN_DRAIN_TIMEOUT_DEFAULT;
 
 /// Hard ceilings on what a config may ask for.
 const BODY_BYTES_MAX_CEILING: u64 = 16 << 20;

@@ -236,7 +236,7 @@ impl Config {
             body_bytes_max: usize::try_from(body_bytes_max).map_err(|_| err("limits.body_bytes_max", "too large"))?,
             batch_events_max,
             connections_max,
-            header_read_timeout: l.header_read_timeout.map_or(Duration::from_secs(5), Span::get),
+            header_read_timeout: l.header_read_timeout.map_or(common::http::HEADER_READ_TIMEOUT_DEFAULT, Span::get),
             // A 16 MiB body at 1 MiB/s: slow links still make it, stalled ones are cut.
             body_read_timeout: l.body_read_timeout.map_or(Duration::from_secs(30), Span::get),
         })
