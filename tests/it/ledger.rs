@@ -301,3 +301,28 @@ fn ledger_cli_check_config_and_bad_config_exit_2_naming_the_key() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("store.url"), "{err}");
 }
+
+/// ledgerd's `[log] format = "json"` and `level`: every log line is a JSON
+/// object, and `warn` drops the INFO start-up lines.
+#[tokio::test]
+async fn ledger_log_format_and_level_keys() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sled://{}", tmp.path().join("store").display());
+    let l = Ledgerd::start_with_config(tmp.path(), &store, test_support::free_port(), "[log]\nformat = \"json\"\n")
+        .await
+        .expect("start ledgerd with json logs");
+    let log = l.log();
+    let lines: Vec<&str> = log.lines().filter(|x| !x.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    drop(l);
+    let tmp2 = tempfile::tempdir().expect("tempdir");
+    let store2 = format!("sled://{}", tmp2.path().join("store").display());
+    let l2 = Ledgerd::start_with_config(tmp2.path(), &store2, test_support::free_port(), "[log]\nlevel = \"warn\"\n")
+        .await
+        .expect("start ledgerd with level warn");
+    assert!(!l2.log().contains("INFO"), "level warn drops INFO: {}", l2.log());
+}
