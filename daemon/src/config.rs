@@ -227,7 +227,7 @@ pub struct LedgerConfig {
     pub urls: Vec<String>,
     pub token_file: Option<PathBuf>,
     /// The ledger bearer secret (`Debug` redacts it).
-    pub token: Option<forwarder::Secret>,
+    pub token: Option<common::tokens::Secret>,
     pub batch_events_max: usize,
     pub batch_bytes_max: u64,
     pub inflight_batches_max: usize,
@@ -598,7 +598,7 @@ fn default_node_id() -> String {
     }
 }
 
-fn read_secret(path: &Path) -> Result<forwarder::Secret, String> {
+fn read_secret(path: &Path) -> Result<common::tokens::Secret, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let secret = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
     if secret.len() < common::tokens::SECRET_BYTES_MIN {
@@ -608,7 +608,7 @@ fn read_secret(path: &Path) -> Result<forwarder::Secret, String> {
             common::tokens::SECRET_BYTES_MIN
         ));
     }
-    Ok(forwarder::Secret::new(secret))
+    Ok(common::tokens::Secret::new(secret))
 }
 
 fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
