@@ -494,6 +494,7 @@ impl App {
     pub fn daemon_status(&self) -> common::status::DaemonStatus {
         common::status::DaemonStatus {
             draining: self.draining.load(Ordering::SeqCst),
+            commit_seconds_total: self.metrics.commit_seconds_total(),
             ledger: self.forwarder.as_ref().map(|f| f.ledger_status()).unwrap_or_default(),
         }
     }

@@ -87,11 +87,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let observer: spool::CommitObserver = {
         let m = Arc::clone(&metrics);
-        Arc::new(move |info: spool::CommitInfo| {
-            m.commit_duration_seconds.observe(info.duration.as_secs_f64());
-            // events: u64 → f64 is exact far beyond any real batch size.
-            m.commit_batch_events.observe(info.events as f64);
-        })
+        Arc::new(move |info: spool::CommitInfo| m.observe_commit(info.duration, info.events))
     };
     let spool_cfg = cfg.spool.clone();
     let mut opening = tokio::task::spawn_blocking(move || spool::Spool::open_with(spool_cfg, Some(observer)));

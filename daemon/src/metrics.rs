@@ -37,6 +37,9 @@ pub struct Metrics {
     /// values instead of numbers copied into Prometheus.
     spool_bytes_max: Gauge,
     spool_events_max: Gauge,
+    /// Sum of group-commit durations, in microseconds, for the status
+    /// document (a histogram's sum is not readable back).
+    commit_micros_total: std::sync::atomic::AtomicU64,
     disk_free_bytes_min: Gauge,
     disk_free_inodes_min: Gauge,
 }
@@ -98,6 +101,7 @@ impl Metrics {
         let disk_free_inodes_min = Gauge::default();
         registry.register("spoold_disk_free_inodes_min", "Configured [spool] disk_free_inodes_min: below it ingest answers 507", disk_free_inodes_min.clone());
         Arc::new(Metrics {
+            commit_micros_total: std::sync::atomic::AtomicU64::new(0),
             spool_bytes_max,
             spool_events_max,
             disk_free_bytes_min,
@@ -131,6 +135,20 @@ impl Metrics {
 
     pub fn observe_ingest(&self, d: Duration) {
         self.ingest_duration_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Records one group commit: the histograms and the running sum.
+    pub fn observe_commit(&self, duration: Duration, events: u64) {
+        self.commit_duration_seconds.observe(duration.as_secs_f64());
+        // events: u64 → f64 is exact far beyond any real batch size.
+        self.commit_batch_events.observe(events as f64);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.commit_micros_total.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Seconds spent in group commits since start.
+    pub fn commit_seconds_total(&self) -> f64 {
+        self.commit_micros_total.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
     }
 
     /// Sets the gauges of the configured spool limits.

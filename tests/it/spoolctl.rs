@@ -359,6 +359,7 @@ fn completions_and_man_page_come_from_the_cli_definition() {
 fn extra_status() -> admin::ExtraStatus {
     Arc::new(|| common::status::DaemonStatus {
         draining: false,
+        commit_seconds_total: 0.0,
         ledger: common::status::LedgerStatus {
             forwarding: true,
             up: Some(false),
@@ -731,6 +732,8 @@ async fn top_once_json_shows_rates_under_load() {
     assert!(f["ingest_events_per_second"].as_f64().unwrap() > 1.0, "{f}");
     assert!(f["forward_events_per_second"].as_f64().unwrap() > 0.0, "{f}");
     assert!(f["commits_per_second"].as_f64().unwrap() > 0.0, "{f}");
+    let ms = f["commit_latency_ms"].as_f64().unwrap();
+    assert!(ms > 0.0 && ms < 5000.0, "mean commit latency: {f}");
     assert_eq!((f["ledger_forwarding"].as_bool(), f["ledger_up"].as_bool()), (Some(true), Some(true)), "{f}");
     assert!((0.9..3.0).contains(&f["interval_seconds"].as_f64().unwrap()), "{f}");
     let human = online(&s.admin_socket, &["top", "--once", "--interval", "100ms"]).await.expect(0);

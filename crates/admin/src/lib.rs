@@ -256,6 +256,7 @@ pub async fn node_status(spool: &Spool, daemon: Option<DaemonStatus>) -> Result<
             events_max: stats.events_max,
             next_seq: stats.next_seq,
             commits: stats.commits,
+            commit_seconds_total: online.then_some(daemon.commit_seconds_total),
             oldest_pending_at: stats.oldest_pending,
             oldest_pending_age_seconds: stats.oldest_pending.map(|t| (now - t).as_seconds_f64().max(0.0)),
         },

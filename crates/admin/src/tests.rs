@@ -201,6 +201,7 @@ async fn dlq_drop_removes_only_dead_letters_and_counts() {
 fn extra() -> ExtraStatus {
     Arc::new(|| common::status::DaemonStatus {
         draining: false,
+        commit_seconds_total: 0.0,
         ledger: common::status::LedgerStatus {
             forwarding: true,
             up: Some(false),

@@ -48,6 +48,10 @@ pub struct SpoolStatus {
     pub next_seq: u64,
     /// Group commits since the spool was opened.
     pub commits: u64,
+    /// Online only: seconds spent in group commits (flush + fsync) since the
+    /// daemon started; its change over `commits`' change is the mean commit
+    /// latency (`spoolctl top`).
+    pub commit_seconds_total: Option<f64>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub oldest_pending_at: Option<OffsetDateTime>,
     pub oldest_pending_age_seconds: Option<f64>,
@@ -85,5 +89,6 @@ pub struct DiskStatus {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DaemonStatus {
     pub draining: bool,
+    pub commit_seconds_total: f64,
     pub ledger: LedgerStatus,
 }

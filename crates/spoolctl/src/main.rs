@@ -400,6 +400,8 @@ struct TopFrame {
     /// Group commits per second (each one fsync; ingest and the forwarder's
     /// acks both commit).
     commits_per_second: f64,
+    /// Mean group-commit latency over the interval (online, with commits).
+    commit_latency_ms: Option<f64>,
     pending_events: u64,
     dead_letters: u64,
     spool_bytes: u64,
@@ -428,6 +430,12 @@ async fn top_frame(b: &mut Backend, interval: Duration) -> anyhow::Result<TopFra
         ingest_events_per_second: rate(a.spool.next_seq, z.spool.next_seq),
         forward_events_per_second: forward,
         commits_per_second: rate(a.spool.commits, z.spool.commits),
+        commit_latency_ms: match (a.spool.commit_seconds_total, z.spool.commit_seconds_total) {
+            (Some(x), Some(y)) if z.spool.commits > a.spool.commits => {
+                Some((y - x).max(0.0) * 1000.0 / (z.spool.commits - a.spool.commits) as f64)
+            }
+            _ => None,
+        },
         pending_events: z.spool.pending_events,
         dead_letters: z.dead_letters,
         spool_bytes: z.spool.bytes,
@@ -466,7 +474,10 @@ async fn top(b: &mut Backend, once: bool, interval: Duration, json: bool) -> any
                 Some(r) => outln!("{:<16}{r:.1} events/s", "forward"),
                 None => outln!("{:<16}-", "forward"),
             }
-            outln!("{:<16}{:.1}/s (group commits, one fsync each)", "commits", f.commits_per_second);
+            match f.commit_latency_ms {
+                Some(ms) => outln!("{:<16}{:.1}/s, mean {ms:.2} ms (group commits, one fsync each)", "commits", f.commits_per_second),
+                None => outln!("{:<16}{:.1}/s (group commits, one fsync each)", "commits", f.commits_per_second),
+            }
             outln!("{:<16}{} events, {} dead", "depth", f.pending_events, f.dead_letters);
             outln!("{:<16}{} of {}", "spool bytes", common::units::Bytes(f.spool_bytes), common::units::Bytes(f.spool_bytes_max));
             match f.oldest_pending_age_seconds {
