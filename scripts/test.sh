@@ -63,6 +63,24 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version >/dev/null 2>&1; then
     || echo "test.sh: could not install schemathesis; tests/it/openapi.rs will say so" >&2
 fi
 export OFFGRID_SCHEMATHESIS="$(cd "$(dirname "$SCHEMATHESIS_VENV")" && pwd)/$(basename "$SCHEMATHESIS_VENV")/bin/schemathesis"
+# promtool for the alert-rule tests (tests/it/observability.rs): from PATH, or
+# unpacked from Debian's prometheus package into the target dir (no install,
+# no service). The test fails without it when CI is set.
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  local tools="${CARGO_TARGET_DIR:-target}/tools"
+  if [ ! -x "$tools/prometheus/usr/bin/promtool" ]; then
+    echo "test.sh: promtool not found; unpacking Debian's prometheus package into $tools" >&2
+    mkdir -p "$tools/debs"
+    (cd "$tools/debs" && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; })
+    dpkg-deb -x "$(ls "$tools"/debs/prometheus_*.deb | tail -n 1)" "$tools/prometheus"
+  fi
+  OFFGRID_PROMTOOL="$(cd "$tools/prometheus/usr/bin" && pwd)/promtool"
+  export OFFGRID_PROMTOOL
+}
+ensure_promtool
 
 # Build every binary first: the end-to-end tests start spoold, ledgerd and
 # spoolctl as child processes. The daemons are built with failpoints (the

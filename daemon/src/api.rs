@@ -72,6 +72,15 @@ fn err(status: StatusCode, code: &str, message: impl Into<String>) -> HttpRespon
     error_response(status, ErrorDetail::new(code, message))
 }
 
+/// 400 `invalid_json`; a duplicate key is named in `field` (its path) and the message.
+fn invalid_json(e: spool_format::JsonError) -> HttpResponse {
+    let mut detail = ErrorDetail::new("invalid_json", e.message);
+    if let Some(key) = e.duplicate_key {
+        detail = detail.with_field(key);
+    }
+    error_response(StatusCode::BAD_REQUEST, detail)
+}
+
 fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let mut r = err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
     r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
@@ -170,7 +179,7 @@ impl App {
                 _ => method_not_allowed("POST"),
             },
             "/v1/status" => match *req.method() {
-                Method::GET => self.status(),
+                Method::GET => self.status().await,
                 _ => method_not_allowed("GET"),
             },
             _ => err(StatusCode::NOT_FOUND, "not_found", "no such route"),
@@ -254,9 +263,7 @@ impl App {
     async fn ingest_one(&self, req: Request<Incoming>) -> Result<(&'static str, HttpResponse), Refusal> {
         let body = self.read_json_body(req, self.limits.body_bytes_max).await?;
         let event = Event::parse_json(&body).map_err(|e| match e {
-            ParseError::Json(m) => {
-                Refusal::new("invalid_json", err(StatusCode::BAD_REQUEST, "invalid_json", m))
-            }
+            ParseError::Json(e) => Refusal::new("invalid_json", invalid_json(e)),
             ParseError::Invalid(f) => {
                 Refusal::new("invalid_event", error_response(StatusCode::BAD_REQUEST, invalid_event(&f)))
             }
@@ -302,8 +309,8 @@ impl App {
 
     async fn ingest_batch(&self, req: Request<Incoming>) -> Result<HttpResponse, Refusal> {
         let body = self.read_json_body(req, self.limits.batch_body_bytes_max).await?;
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| Refusal::new("invalid_json", err(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())))?;
+        let value: Value = spool_format::json::from_slice_strict(&body)
+            .map_err(|e| Refusal::new("invalid_json", invalid_json(e)))?;
         let Value::Array(items) = value else {
             return Err(Refusal::new(
                 "invalid_json",
@@ -464,6 +471,7 @@ impl App {
         };
         let disk = self.spool.disk_free().ok();
         self.metrics.refresh(&stats, disk, OffsetDateTime::now_utc());
+        self.metrics.limits(self.spool.config());
         Some((stats, disk))
     }
 
@@ -476,53 +484,44 @@ impl App {
         )
     }
 
-    /// `GET /v1/status`.
-    fn status(&self) -> HttpResponse {
-        let Some((stats, disk)) = self.refresh_metrics() else {
-            return err(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "cannot read the spool's counters");
-        };
-        let now = OffsetDateTime::now_utc();
-        let oldest_age = stats.oldest_pending.map(|t| (now - t).as_seconds_f64().max(0.0));
-        let fwd = self.forwarder.as_ref().map(|f| f.status());
-        let writable = self.spool.check_writable();
-        let fmt = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
-        let body = json!({
-            "node_id": self.node_id,
-            "ready": writable.is_ok() && !self.draining.load(Ordering::SeqCst),
-            "not_ready_reason": writable.err().map(|e| e.to_string()),
-            "draining": self.draining.load(Ordering::SeqCst),
-            "spool": {
-                "events": stats.pending_events + stats.dead_events,
-                "pending_events": stats.pending_events,
-                "dead_events": stats.dead_events,
-                "acked_events": stats.acked_events,
-                "quarantined_events": stats.quarantined,
-                "bytes": stats.live_bytes,
-                "acked_bytes": stats.acked_bytes,
-                "bytes_max": stats.bytes_max,
-                "events_max": stats.events_max,
-                "next_seq": stats.next_seq,
-                "commits": stats.commits,
-                "oldest_pending_age_seconds": oldest_age,
-            },
-            "dead_letters": stats.dead_events,
-            "ledger": {
-                "forwarding": fwd.is_some(),
-                "up": fwd.as_ref().and_then(|f| f.ledger_up),
-                "last_error": fwd.as_ref().and_then(|f| f.last_error.clone()),
-                "last_error_at": fwd.as_ref().and_then(|f| f.last_error_at).and_then(fmt),
-                "last_success_at": fwd.as_ref().and_then(|f| f.last_success_at).and_then(fmt),
-                "current_url": fwd.as_ref().map(|f| f.current_url.clone()),
-                "inflight_batches": fwd.as_ref().map(|f| f.inflight_batches),
-                "events_acked_total": fwd.as_ref().map(|f| f.events_acked_total),
-                "events_dead_total": fwd.as_ref().map(|f| f.events_dead_total),
-            },
-            "disk": {
-                "free_bytes": disk.map(|d| d.bytes),
-                "free_inodes": disk.and_then(|d| d.inodes),
-            },
-        });
-        json_response(StatusCode::OK, &body)
+    /// Wakes the forwarder to read the pending queue from the start now.
+    pub fn rescan_forwarder(&self) {
+        if let Some(f) = &self.forwarder {
+            f.rescan();
+        }
+    }
+
+    /// The daemon's part of the status document (draining, the forwarder's
+    /// view of the ledger); the admin socket's `status` uses it too.
+    pub fn daemon_status(&self) -> common::status::DaemonStatus {
+        common::status::DaemonStatus {
+            draining: self.draining.load(Ordering::SeqCst),
+            commit_seconds_total: self.metrics.commit_seconds_total(),
+            ledger: self.forwarder.as_ref().map(|f| f.ledger_status()).unwrap_or_default(),
+        }
+    }
+
+    /// `GET /v1/status`: the node's status document (`admin::node_status`, the
+    /// same one the admin socket answers).
+    async fn status(&self) -> HttpResponse {
+        // Keeps the gauges in step with what this answer says.
+        let _ = self.refresh_metrics();
+        match admin::node_status(&self.spool, Some(self.daemon_status())).await {
+            Ok(s) => json_response(StatusCode::OK, &s),
+            Err(_) => err(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "cannot read the spool's counters"),
+        }
     }
 }
 
+
+/// The admin socket's view of the daemon: the status part, and a forwarder
+/// wake-up after `dlq retry` / `import` (no wait for the periodic rescan).
+impl admin::Daemon for App {
+    fn status(&self) -> common::status::DaemonStatus {
+        self.daemon_status()
+    }
+
+    fn records_requeued(&self) {
+        self.rescan_forwarder();
+    }
+}

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use common::logging::{LogFormat, LogSettings};
 use common::tokens::TokenSet;
 use common::units::{Bytes, Span};
 use serde::Deserialize;
@@ -43,10 +44,17 @@ pub struct Args {
     /// Overrides `ledger.token_file`.
     #[arg(long, value_name = "FILE")]
     pub ledger_token_file: Option<PathBuf>,
-    /// Logs one JSON object per line (for journald / log shippers).
-    #[arg(long)]
+    /// Log format, overrides `log.format`: text (default) or json (one object a line).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Same as `--log-format json` (kept for existing units).
+    #[arg(long, hide = true)]
     pub log_json: bool,
-    /// Validates the config (and reads the tokens files), prints a summary, exits.
+    /// Log level or filter, overrides `log.level` and RUST_LOG: info, debug, "spoold=debug,info".
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Runs every start-up check on the config (the same code as start-up, and
+    /// reads the tokens files), says `config ok`, exits 0 (2 if bad).
     #[arg(long)]
     pub check_config: bool,
     /// Start even if the spool holds less than its state file says was made
@@ -63,6 +71,9 @@ pub struct Args {
     /// Prints a completion script for SHELL to stdout and exits.
     #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
     pub completions: Option<clap_complete::Shell>,
+    /// With --check-config: also prints every effective value, secrets redacted.
+    #[arg(long, requires = "check_config")]
+    pub print: bool,
 }
 
 /// A config problem, naming the key (or flag) at fault.
@@ -85,7 +96,7 @@ impl ConfigError {
 /// Loopback: a fresh, unconfigured spoold exposes nothing to the network.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 /// Where systemd's `RuntimeDirectory=spoold` puts it, and where spoolctl looks.
-const DEFAULT_ADMIN_SOCKET: &str = "/run/spoold/admin.sock";
+use common::admin::DEFAULT_ADMIN_SOCKET;
 /// Relative, so that a zero-config local run works from any checkout.
 const DEFAULT_SPOOL_DIR: &str = "./data/spoold";
 /// 10 GiB: days of a busy region's payments at ~400 bytes an event.
@@ -100,18 +111,18 @@ const DEFAULT_DISK_FREE_INODES_MIN: u64 = 100_000;
 /// 7 days: the dedupe window of SPEC §2; clients retry within hours, not weeks.
 const DEFAULT_ACKED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// 500 events a forwarded batch: ~200 KB requests, one ledger commit each.
-const DEFAULT_LEDGER_BATCH_EVENTS_MAX: usize = 500;
+const DEFAULT_LEDGER_BATCH_EVENTS_MAX: usize = forwarder::BATCH_EVENTS_MAX_DEFAULT;
 /// 1 MiB a forwarded batch: well under common proxy body limits.
-const DEFAULT_LEDGER_BATCH_BYTES_MAX: u64 = 1 << 20;
+const DEFAULT_LEDGER_BATCH_BYTES_MAX: u64 = forwarder::BATCH_BYTES_MAX_DEFAULT;
 /// 4 batches in flight: hides one round trip of latency without flooding a
 /// ledger that has just come back.
-const DEFAULT_INFLIGHT_BATCHES_MAX: usize = 4;
+const DEFAULT_INFLIGHT_BATCHES_MAX: usize = forwarder::INFLIGHT_BATCHES_MAX_DEFAULT;
 /// 10 s: a ledger commit of 500 events takes milliseconds; 10 s means it is stuck.
-const DEFAULT_LEDGER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_LEDGER_REQUEST_TIMEOUT: Duration = forwarder::REQUEST_TIMEOUT_DEFAULT;
 /// SPEC §4: first retry after 100 ms, …
-const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+const DEFAULT_RETRY_INITIAL: Duration = forwarder::RETRY_INITIAL_DEFAULT;
 /// … and never more than 30 s apart, so a ledger that comes back is used soon.
-const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY_MAX: Duration = forwarder::RETRY_MAX_DEFAULT;
 /// 64 KiB: a maximal event (32 attributes of 1 KiB) is ~36 KiB of JSON.
 const DEFAULT_BODY_BYTES_MAX: u64 = 64 << 10;
 /// 1000 events: SPEC §2 default; one group commit of ~400 KB.
@@ -120,15 +131,15 @@ const DEFAULT_BATCH_EVENTS_MAX: usize = 1000;
 /// read into memory whole, so this bounds memory per connection.
 const DEFAULT_BATCH_BODY_BYTES_MAX: u64 = 4 << 20;
 /// 4096 connections: a front server's worth of terminals; each costs a few KiB.
-const DEFAULT_CONNECTIONS_MAX: usize = 4096;
+const DEFAULT_CONNECTIONS_MAX: usize = common::http::CONNECTIONS_MAX_DEFAULT;
 /// 5 s to send headers: generous for a real client, short for a slow-loris.
-const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = common::http::HEADER_READ_TIMEOUT_DEFAULT;
 /// 10 s to send a body of at most a few MiB.
-const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_READ_TIMEOUT: Duration = common::http::BODY_READ_TIMEOUT_DEFAULT;
 /// 60 s of silence closes a keep-alive connection, returning its slot.
-const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_KEEP_ALIVE_IDLE_TIMEOUT: Duration = common::http::KEEP_ALIVE_IDLE_TIMEOUT_DEFAULT;
 /// 30 s for in-flight requests at shutdown; under systemd's TimeoutStopSec.
-const DEFAULT_SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_SHUTDOWN_DRAIN_TIMEOUT: Duration = common::http::SHUTDOWN_DRAIN_TIMEOUT_DEFAULT;
 
 /// Hard ceilings on what a config may ask for.
 const BODY_BYTES_MAX_CEILING: u64 = 16 << 20;
@@ -155,6 +166,15 @@ struct RawConfig {
     retry: RawRetry,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,7 +241,7 @@ pub struct LedgerConfig {
     pub urls: Vec<String>,
     pub token_file: Option<PathBuf>,
     /// The ledger bearer secret (`Debug` redacts it).
-    pub token: Option<forwarder::Secret>,
+    pub token: Option<common::tokens::Secret>,
     pub batch_events_max: usize,
     pub batch_bytes_max: u64,
     pub inflight_batches_max: usize,
@@ -258,7 +278,7 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub retry: RetryConfig,
     pub limits: Limits,
-    pub log_json: bool,
+    pub log: LogSettings,
 }
 
 impl Config {
@@ -354,12 +374,11 @@ impl Config {
         } else {
             ("--ledger-url", args.ledger_urls.clone())
         };
-        for u in &urls {
-            let lower = u.to_ascii_lowercase();
-            if !(lower.starts_with("http://") || lower.starts_with("https://")) || u.len() < 8 {
-                return Err(ConfigError::new(urls_key, format!("{u:?} is not an http:// or https:// URL")));
-            }
-        }
+        // The forwarder's own parser: what this accepts, the forwarder accepts.
+        let urls = urls
+            .iter()
+            .map(|u| forwarder::parse_ledger_url(u).map_err(|e| ConfigError::new(urls_key, e.to_string())))
+            .collect::<Result<Vec<String>, ConfigError>>()?;
         let token_key = if args.ledger_token_file.is_some() { "--ledger-token-file" } else { "ledger.token_file" };
         let token_file = args.ledger_token_file.clone().or(l.token_file);
         let token = match &token_file {
@@ -429,6 +448,20 @@ impl Config {
         nonzero_span("limits.body_read_timeout", limits.body_read_timeout)?;
         nonzero_span("limits.keep_alive_idle_timeout", limits.keep_alive_idle_timeout)?;
 
+        // log
+        let format = match (args.log_format, args.log_json) {
+            (Some(f), _) => f,
+            (None, true) => LogFormat::Json,
+            (None, false) => raw.log.format.unwrap_or_default(),
+        };
+        let (level_key, level) = match (&args.log_level, raw.log.level) {
+            (Some(l), _) => ("--log-level", Some(l.clone())),
+            (None, l) => ("log.level", l),
+        };
+        if let Some(l) = &level {
+            LogSettings::check_level(l).map_err(|e| ConfigError::new(level_key, e))?;
+        }
+
         Ok(Config {
             node_id,
             listen_addr,
@@ -439,7 +472,7 @@ impl Config {
             ledger,
             retry,
             limits,
-            log_json: args.log_json,
+            log: LogSettings { format, level },
         })
     }
 
@@ -470,29 +503,61 @@ impl Config {
         }
     }
 
-    /// A human summary for `--check-config` (no secrets).
-    pub fn summary(&self) -> String {
-        format!(
-            "config ok\n  node_id = {}\n  listen.addr = {}\n  listen.admin_socket = {}\n  spool.dir = {}\n  \
-             spool.bytes_max = {}\n  spool.events_max = {}\n  spool.disk_free_bytes_min = {}\n  \
-             spool.disk_free_inodes_min = {}\n  auth.tokens_file = {} ({} tokens)\n  ledger.urls = {:?}\n  ledger.token_file = {}\n  \
-             limits.body_bytes_max = {}\n  limits.batch_events_max = {}\n  limits.connections_max = {}",
-            self.node_id,
-            self.listen_addr,
-            self.admin_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(off)".into()),
-            self.spool.dir.display(),
-            Bytes(self.spool.bytes_max),
-            self.spool.events_max,
-            Bytes(self.spool.disk_free_bytes_min),
-            self.spool.disk_free_inodes_min,
-            self.tokens_file.display(),
-            self.tokens.len(),
-            self.ledger.urls,
-            self.ledger.token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
-            Bytes(self.limits.body_bytes_max as u64),
-            self.limits.batch_events_max,
-            self.limits.connections_max,
-        )
+    /// Every effective value, one `key = value` line each, in config-file
+    /// order, for `--check-config --print`. Secrets are never printed: token
+    /// files show their path and how many tokens they hold.
+    pub fn effective_values(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into());
+        let span = |d: Duration| common::units::Span(d).to_string();
+        let l = &self.limits;
+        vec![
+            ("node_id", self.node_id.clone()),
+            ("listen.addr", self.listen_addr.to_string()),
+            ("listen.admin_socket", self.admin_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(off)".into())),
+            ("spool.dir", self.spool.dir.display().to_string()),
+            ("spool.bytes_max", Bytes(self.spool.bytes_max).to_string()),
+            ("spool.events_max", self.spool.events_max.to_string()),
+            ("spool.disk_free_bytes_min", Bytes(self.spool.disk_free_bytes_min).to_string()),
+            ("spool.disk_free_inodes_min", self.spool.disk_free_inodes_min.to_string()),
+            ("spool.acked_retention", span(self.spool.acked_retention)),
+            ("auth.tokens_file", format!("{} ({} tokens, secrets redacted)", self.tokens_file.display(), self.tokens.len())),
+            ("ledger.urls", format!("{:?}", self.ledger.urls)),
+            (
+                "ledger.token_file",
+                match (&self.ledger.token_file, &self.ledger.token) {
+                    (Some(p), Some(_)) => format!("{} (secret redacted)", p.display()),
+                    (p, _) => path(p),
+                },
+            ),
+            ("ledger.batch_events_max", self.ledger.batch_events_max.to_string()),
+            ("ledger.batch_bytes_max", Bytes(self.ledger.batch_bytes_max).to_string()),
+            ("ledger.inflight_batches_max", self.ledger.inflight_batches_max.to_string()),
+            ("ledger.request_timeout", span(self.ledger.request_timeout)),
+            ("retry.initial", span(self.retry.initial)),
+            ("retry.max", span(self.retry.max)),
+            ("limits.body_bytes_max", Bytes(l.body_bytes_max as u64).to_string()),
+            ("limits.batch_events_max", l.batch_events_max.to_string()),
+            ("limits.batch_body_bytes_max", Bytes(l.batch_body_bytes_max as u64).to_string()),
+            ("limits.connections_max", l.connections_max.to_string()),
+            ("limits.header_read_timeout", span(l.header_read_timeout)),
+            ("limits.body_read_timeout", span(l.body_read_timeout)),
+            ("limits.keep_alive_idle_timeout", span(l.keep_alive_idle_timeout)),
+            ("limits.shutdown_drain_timeout", span(l.shutdown_drain_timeout)),
+            ("log.format", self.log.format.as_str().to_owned()),
+            ("log.level", self.log.effective_level()),
+        ]
+    }
+
+    /// What `--check-config` prints: `config ok`, and with `print` every
+    /// effective value.
+    pub fn check_report(&self, print: bool) -> String {
+        let mut out = String::from("config ok");
+        if print {
+            for (k, v) in self.effective_values() {
+                out.push_str(&format!("\n{k} = {v}"));
+            }
+        }
+        out
     }
 }
 
@@ -548,7 +613,7 @@ fn default_node_id() -> String {
     }
 }
 
-fn read_secret(path: &Path) -> Result<forwarder::Secret, String> {
+fn read_secret(path: &Path) -> Result<common::tokens::Secret, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let secret = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
     if secret.len() < common::tokens::SECRET_BYTES_MIN {
@@ -558,46 +623,14 @@ fn read_secret(path: &Path) -> Result<forwarder::Secret, String> {
             common::tokens::SECRET_BYTES_MIN
         ));
     }
-    Ok(forwarder::Secret::new(secret))
+    Ok(common::tokens::Secret::new(secret))
 }
 
 fn parse_toml(text: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str::<RawConfig>(text).map_err(|e| {
-        let key = e
-            .span()
-            .and_then(|span| key_at(text, span.start))
-            .unwrap_or_else(|| "config".to_owned());
-        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-        let msg = e.message().to_owned();
-        match line {
-            Some(l) => ConfigError::new(key, format!("{msg} (line {l})")),
-            None => ConfigError::new(key, msg),
-        }
+        let (key, message) = common::config::toml_error(text, &e);
+        ConfigError::new(key.unwrap_or_else(|| "config".to_owned()), message)
     })
-}
-
-/// The dotted key at byte `offset` of a TOML text: the table header above it
-/// plus the key on its line (`spool.bytes_max`).
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = text[offset..].find('\n').map(|i| offset + i).unwrap_or(text.len());
-    let line = &text[line_start..line_end];
-    let trimmed = line.trim();
-    let table = text[..line_start].lines().rev().find_map(|l| {
-        let l = l.trim();
-        (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
-    });
-    if trimmed.starts_with('[') {
-        return Some(trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    }
-    let key = trimmed.split('=').next().map(str::trim).filter(|k| !k.is_empty() && trimmed.contains('='));
-    match (table, key) {
-        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
-        (None, Some(k)) => Some(k.to_owned()),
-        (Some(t), None) => Some(t),
-        (None, None) => None,
-    }
 }
 
 #[cfg(test)]

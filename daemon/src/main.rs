@@ -56,10 +56,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("{}", cfg.summary());
+        println!("{}", cfg.check_report(args.print));
         return ExitCode::SUCCESS;
     }
-    common::logging::init(cfg.log_json);
+    common::logging::init(&cfg.log);
     durable::init_failpoints();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -100,11 +100,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let observer: spool::CommitObserver = {
         let m = Arc::clone(&metrics);
-        Arc::new(move |info: spool::CommitInfo| {
-            m.commit_duration_seconds.observe(info.duration.as_secs_f64());
-            // events: u64 → f64 is exact far beyond any real batch size.
-            m.commit_batch_events.observe(info.events as f64);
-        })
+        Arc::new(move |info: spool::CommitInfo| m.observe_commit(info.duration, info.events))
     };
     let spool_cfg = cfg.spool.clone();
     let mut opening = tokio::task::spawn_blocking(move || spool::Spool::open_with(spool_cfg, Some(observer)));
@@ -181,20 +177,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // The admin socket for spoolctl. A failure here is logged, not fatal:
     // ingest matters more than the operator's tool.
     if let Some(path) = cfg.admin_socket.clone() {
-        let extra: admin::ExtraStatus = {
-            let fwd = forwarder.clone();
-            let node_id = cfg.node_id.clone();
-            Arc::new(move || {
-                let s = fwd.as_ref().map(|f| f.status());
-                serde_json::json!({
-                    "node_id": node_id,
-                    "forwarding": s.is_some(),
-                    "ledger_up": s.as_ref().and_then(|s| s.ledger_up),
-                    "last_forward_error": s.as_ref().and_then(|s| s.last_error.clone()),
-                    "ledger_url": s.as_ref().map(|s| s.current_url.clone()),
-                })
-            })
-        };
+        let extra: admin::ExtraStatus = Arc::clone(&app) as admin::ExtraStatus;
         let spool = spool.clone();
         let shutdown = shutdown_rx.clone();
         background.spawn(async move {

@@ -35,6 +35,15 @@ pub struct Metrics {
     disk_free_inodes: Gauge,
     /// 1 when the spool was opened over a regression the operator accepted.
     pub store_regression_accepted: Gauge,
+    /// The configured limits, so alert rules compare against the node's own
+    /// values instead of numbers copied into Prometheus.
+    spool_bytes_max: Gauge,
+    spool_events_max: Gauge,
+    /// Sum of group-commit durations, in microseconds, for the status
+    /// document (a histogram's sum is not readable back).
+    commit_micros_total: std::sync::atomic::AtomicU64,
+    disk_free_bytes_min: Gauge,
+    disk_free_inodes_min: Gauge,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -91,8 +100,21 @@ impl Metrics {
             "1 when the spool was opened over a regression the operator accepted (--accept-store-regression)",
             store_regression_accepted.clone(),
         );
+        let spool_bytes_max = Gauge::default();
+        registry.register("spoold_spool_bytes_max", "Configured [spool] bytes_max: at this spoold_spool_bytes ingest answers 503 spool_full", spool_bytes_max.clone());
+        let spool_events_max = Gauge::default();
+        registry.register("spoold_spool_events_max", "Configured [spool] events_max: at this many pending+dead records ingest answers 503 spool_full", spool_events_max.clone());
+        let disk_free_bytes_min = Gauge::default();
+        registry.register("spoold_disk_free_bytes_min", "Configured [spool] disk_free_bytes_min: below it ingest answers 507", disk_free_bytes_min.clone());
+        let disk_free_inodes_min = Gauge::default();
+        registry.register("spoold_disk_free_inodes_min", "Configured [spool] disk_free_inodes_min: below it ingest answers 507", disk_free_inodes_min.clone());
         Arc::new(Metrics {
             store_regression_accepted,
+            commit_micros_total: std::sync::atomic::AtomicU64::new(0),
+            spool_bytes_max,
+            spool_events_max,
+            disk_free_bytes_min,
+            disk_free_inodes_min,
             registry,
             ingest_total,
             ingest_duration_seconds,
@@ -122,6 +144,28 @@ impl Metrics {
 
     pub fn observe_ingest(&self, d: Duration) {
         self.ingest_duration_seconds.observe(d.as_secs_f64());
+    }
+
+    /// Records one group commit: the histograms and the running sum.
+    pub fn observe_commit(&self, duration: Duration, events: u64) {
+        self.commit_duration_seconds.observe(duration.as_secs_f64());
+        // events: u64 → f64 is exact far beyond any real batch size.
+        self.commit_batch_events.observe(events as f64);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.commit_micros_total.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Seconds spent in group commits since start.
+    pub fn commit_seconds_total(&self) -> f64 {
+        self.commit_micros_total.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Sets the gauges of the configured spool limits.
+    pub fn limits(&self, cfg: &spool::SpoolConfig) {
+        self.spool_bytes_max.set(i64_of(cfg.bytes_max));
+        self.spool_events_max.set(i64_of(cfg.events_max));
+        self.disk_free_bytes_min.set(i64_of(cfg.disk_free_bytes_min));
+        self.disk_free_inodes_min.set(i64_of(cfg.disk_free_inodes_min));
     }
 
     /// Refreshes the spool and disk gauges.

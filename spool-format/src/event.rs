@@ -11,6 +11,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::json::JsonError;
+
 /// Longest event id, in bytes. The id is the client's idempotency key.
 pub const ID_BYTES_MAX: usize = 128;
 /// Smallest accepted amount, in minor units: zero-value payments are not payments.
@@ -144,12 +146,12 @@ impl FieldError {
     }
 }
 
-/// Error of [`Event::parse_json`]: either the bytes are not JSON at all, or they
-/// are JSON but not a valid event.
+/// Error of [`Event::parse_json`]: either the bytes are not strict JSON (syntax,
+/// UTF-8, a duplicate key: [`JsonError`]), or they are JSON but not a valid event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("invalid json: {0}")]
-    Json(String),
+    Json(JsonError),
     #[error(transparent)]
     Invalid(#[from] FieldError),
 }
@@ -157,12 +159,16 @@ pub enum ParseError {
 impl Event {
     /// Parses one event from request bytes.
     pub fn parse_json(bytes: &[u8]) -> Result<Event, ParseError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+        let value = crate::json::from_slice_strict(bytes).map_err(ParseError::Json)?;
         Ok(Event::from_json_value(&value)?)
     }
 
     /// Validates a JSON value as an event (SPEC §1) and builds its canonical form.
+    ///
+    /// `null` is not "absent": an optional field that is present must have its
+    /// type (`"item": null` is refused as "must be a string"), so that no two
+    /// spellings of one event exist and a reader that treats `null` differently
+    /// cannot disagree with us. A required field that is `null` is "required".
     pub fn from_json_value(value: &Value) -> Result<Event, FieldError> {
         let obj = value
             .as_object()
@@ -256,7 +262,7 @@ impl<'de> Deserialize<'de> for Event {
     /// Deserialising runs the full SPEC §1 validation: there is no way to get an
     /// unvalidated `Event` out of serde.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-        let value = Value::deserialize(d)?;
+        let value = crate::json::deserialize_strict(d)?;
         Event::from_json_value(&value).map_err(serde::de::Error::custom)
     }
 }
@@ -284,13 +290,23 @@ fn optional_str(
     bytes_max: usize,
 ) -> Result<Option<String>, FieldError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::String(s)) => {
             check_len(field, Some(s), bytes_max)?;
+            check_no_nul(field, s)?;
             Ok(Some(s.clone()))
         }
         Some(_) => Err(FieldError::new(field, "must be a string")),
     }
+}
+
+/// U+0000 is refused in every string: PostgreSQL text cannot hold it and C
+/// readers truncate at it, so two systems would read two different events.
+fn check_no_nul(field: &str, s: &str) -> Result<(), FieldError> {
+    if s.contains('\0') {
+        return Err(FieldError::new(field, "must not contain U+0000 (NUL)"));
+    }
+    Ok(())
 }
 
 fn check_len(field: &str, s: Option<&str>, bytes_max: usize) -> Result<(), FieldError> {
@@ -331,7 +347,7 @@ fn parse_amount(v: &Value) -> Result<u64, FieldError> {
 
 fn parse_uuid(obj: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, FieldError> {
     let s = match obj.get(field) {
-        None | Some(Value::Null) => return Ok(None),
+        None => return Ok(None),
         Some(Value::String(s)) => s,
         Some(_) => return Err(FieldError::new(field, "must be a UUID string")),
     };
@@ -353,7 +369,7 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, FieldError> {
 
 fn parse_attributes(v: Option<&Value>) -> Result<BTreeMap<String, String>, FieldError> {
     let obj = match v {
-        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        None => return Ok(BTreeMap::new()),
         Some(Value::Object(obj)) => obj,
         Some(_) => {
             return Err(FieldError::new("attributes", "must be an object of string values"))
@@ -364,6 +380,9 @@ fn parse_attributes(v: Option<&Value>) -> Result<BTreeMap<String, String>, Field
         let v = v.as_str().ok_or_else(|| {
             FieldError::new("attributes", format!("value of {k:?} must be a string"))
         })?;
+        if k.contains('\0') || v.contains('\0') {
+            return Err(FieldError::new("attributes", "keys and values must not contain U+0000 (NUL)"));
+        }
         out.insert(k.clone(), v.to_owned());
     }
     check_attributes(out.iter())?;

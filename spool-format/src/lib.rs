@@ -5,6 +5,8 @@
 //! - [`Event`]: the payment event of SPEC §1, built only by validation
 //!   ([`Event::parse_json`], [`Event::from_json_value`]) so every `Event` value is
 //!   valid and canonical. A refusal names the field ([`FieldError`]).
+//! - [`json`]: strict JSON parsing (duplicate keys at any depth refused and
+//!   named), the only way untrusted bytes become a `serde_json::Value`.
 //! - [`Record`]: a spooled event with its sequence number, arrival time, node,
 //!   [`State`] (pending / acked / dead) and attempt count.
 //! - The frame every record is stored in ([`encode_record`], [`decode_record`]) and
@@ -42,6 +44,7 @@
 //!   are committed to the repository.
 
 mod event;
+pub mod json;
 mod record;
 
 pub use event::{
@@ -49,6 +52,7 @@ pub use event::{
     ATTRIBUTE_KEY_BYTES_MAX, ATTRIBUTE_VALUE_BYTES_MAX, CURRENCY_BYTES_MAX, ID_BYTES_MAX,
     ITEM_BYTES_MAX, LABEL_BYTES_MAX,
 };
+pub use json::JsonError;
 pub use record::{
     decode_record, encode_record, truncate, DecodeError, IdEntry, Record, State,
     CODE_BYTES_MAX, FORMAT_VERSION, HEADER_BYTES, ID_ENTRY_BYTES, MAGIC, NODE_BYTES_MAX,

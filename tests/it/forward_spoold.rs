@@ -96,3 +96,35 @@ async fn forward_spoold_to_ledgerd_exactly_once_through_faults_and_sigkills() {
     assert!(metrics.contains("spoold_ledger_up 1"), "{metrics}");
     assert!(metrics.contains("spoold_forward_retries_total"), "{metrics}");
 }
+
+/// `spoold_ledger_up` of a node with nothing to forward follows the ledger:
+/// 1 while ledgerd runs, 0 soon after it dies, 1 again when it is back (the
+/// forwarder probes `/readyz` while idle), and the probe's failure is the
+/// status's last error, with its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_up_follows_an_idle_ledger() {
+    async fn ledger_up(s: &Spoold) -> Option<i64> {
+        let text = reqwest::get(s.url("/metrics")).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix("spoold_ledger_up ")).and_then(|v| v.trim().parse().ok())
+    }
+    async fn wait_up(s: &Spoold, want: i64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if ledger_up(s).await == Some(want) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+    let mut ledger = Ledgerd::start().await.expect("start ledgerd");
+    let s = Spoold::start(SpooldOptions::default().forward_to(&ledger.url, NODE_TOKEN)).await.expect("start spoold");
+    assert!(wait_up(&s, 1).await, "idle node, ledger up: spoold_ledger_up must be 1; log:\n{}", s.log());
+    ledger.kill9();
+    assert!(wait_up(&s, 0).await, "ledger killed: spoold_ledger_up must drop to 0 with nothing to forward");
+    let st = status(&s).await;
+    let err = st.pointer("/ledger/last_error").and_then(Value::as_str).unwrap_or("");
+    assert!(err.contains("/readyz"), "the probe's failure is the last error: {st}");
+    ledger.spawn().await.expect("restart ledgerd");
+    assert!(wait_up(&s, 1).await, "ledger back: spoold_ledger_up must return to 1");
+}

@@ -52,6 +52,39 @@ fn statuses(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A duplicate key anywhere in a batch refuses the whole batch (400
+/// `invalid_json`, the key's path in `field`); nothing is recorded.
+#[tokio::test]
+async fn ledger_batches_refuse_duplicate_keys() {
+    let l = Ledgerd::start().await.expect("start ledgerd");
+    let ev = serde_json::to_string(&event("dup-1", 100, MERCHANT_PAYEE)).expect("encode");
+    let ev_dup = format!("{},\"amount\":9}}", ev.trim_end_matches('}'));
+    let cases = [
+        (format!(r#"{{"node":"front-1","events":[{{"seq":1,"received_at":"2026-11-24T12:00:01Z","event":{ev_dup}}}]}}"#), "events[0].event.amount"),
+        (r#"{"node":"front-1","node":"front-2","events":[]}"#.to_owned(), "node"),
+        (format!(r#"{{"node":"front-1","events":[{{"seq":1,"seq":2,"received_at":"2026-11-24T12:00:01Z","event":{ev}}}]}}"#), "events[0].seq"),
+    ];
+    for (body, field) in cases {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/batches", l.url))
+            .bearer_auth(NODE_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post batch");
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let v: Value = r.json().await.expect("json error body");
+        assert_eq!(v["error"]["code"], "invalid_json", "{v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap_or("").contains("duplicate key"), "{v}");
+    }
+    let (s, _) = get(&l, Some(ADMIN_TOKEN), "/v1/events/dup-1").await;
+    assert_eq!(s, 404, "nothing was recorded");
+    let log = l.log();
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "plain text logs, no ANSI colour in a file: {log}");
+}
+
 #[tokio::test]
 async fn ledger_batches_are_idempotent_with_per_event_results() {
     let l = Ledgerd::start().await.expect("start ledgerd");
@@ -232,20 +265,64 @@ fn ledger_cli_check_config_and_bad_config_exit_2_naming_the_key() {
     let good = format!("[store]\nurl = \"sled://{}/s\"\n[auth]\ntokens_file = {:?}\n", tmp.path().display(), tokens);
     let (code, _, out) = run(&good, &["--check-config"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("configuration ok"), "{out}");
+    assert_eq!(out.trim(), "config ok");
     assert!(!out.contains(NODE_TOKEN), "never print secrets");
+    let (code, _, out) = run(&good, &["--check-config", "--print", "--log-format", "json"]);
+    assert_eq!(code, Some(0), "{out}");
+    for key in ["listen.addr", "store.url", "auth.tokens_file", "limits.body_bytes_max", "limits.batch_events_max",
+        "limits.connections_max", "limits.header_read_timeout", "limits.body_read_timeout", "log.format", "log.level"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{key} = "))), "--print must show {key}: {out}");
+    }
+    assert!(out.contains("log.format = json"), "{out}");
+    assert!(!out.contains(NODE_TOKEN), "never print secrets: {out}");
+    let pg = format!("[store]\nurl = \"postgres://u:hunter2@127.0.0.1/db\"\n[auth]\ntokens_file = {:?}\n", tokens);
+    let (code, err, out) = run(&pg, &["--check-config", "--print"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("store.url = postgres://u:***@127.0.0.1/db") && !out.contains("hunter2"), "{out}");
     for (config, key) in [
         (format!("{good}[listen]\naddr = \"nowhere\"\n"), "listen.addr"),
         (format!("{good}[limits]\nbatch_events_max = 0\n"), "limits.batch_events_max"),
         (format!("{good}[limits]\nbody_bytes_max = \"huge\"\n"), "body_bytes_max"),
-        (format!("{good}[lmits]\n"), "lmits"),
+        (format!("{good}[lmits]\n"), "lmits: unknown field `lmits`"),
         (format!("[auth]\ntokens_file = {tokens:?}\n"), "store.url"),
+        (format!("{good}[limits]\nbody_bytes_max = \"XB\"\n"), "limits.body_bytes_max: \"XB\" is not a size (try \"64KiB\", \"10GiB\" or a number of bytes) (line 6)"),
+        (format!("{good}\n[limits]\nconnections_max = 1\nbogus = 2\n"), "limits.bogus: unknown field `bogus`"),
+        (format!("{good}\n[limits]\nconnections_max = 1\nbogus = 2\n"), "(line 8)"),
+        (format!("{good}[log]\nformat = \"xml\"\n"), "log.format: unknown variant `xml`"),
+        (format!("{good}[log]\nlevel = \"ledger=loud\"\n"), "log.level:"),
     ] {
         let (code, err, _) = run(&config, &["--check-config"]);
         assert_eq!(code, Some(2), "{config}: {err}");
         assert!(err.contains(key), "{config}: error should name {key}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line, not flattened toml output: {err}");
+        assert!(err.starts_with("ledgerd: config error: "), "{err}");
     }
     let (code, err, _) = run(&good, &["--store", "mysql://x"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("store.url"), "{err}");
+}
+
+/// ledgerd's `[log] format = "json"` and `level`: every log line is a JSON
+/// object, and `warn` drops the INFO start-up lines.
+#[tokio::test]
+async fn ledger_log_format_and_level_keys() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = format!("sled://{}", tmp.path().join("store").display());
+    let l = Ledgerd::start_with_config(tmp.path(), &store, test_support::free_port(), "[log]\nformat = \"json\"\n")
+        .await
+        .expect("start ledgerd with json logs");
+    let log = l.log();
+    let lines: Vec<&str> = log.lines().filter(|x| !x.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    drop(l);
+    let tmp2 = tempfile::tempdir().expect("tempdir");
+    let store2 = format!("sled://{}", tmp2.path().join("store").display());
+    let l2 = Ledgerd::start_with_config(tmp2.path(), &store2, test_support::free_port(), "[log]\nlevel = \"warn\"\n")
+        .await
+        .expect("start ledgerd with level warn");
+    assert!(!l2.log().contains("INFO"), "level warn drops INFO: {}", l2.log());
 }

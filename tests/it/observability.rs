@@ -33,6 +33,16 @@ const SPEC_METRICS: &[&str] = &[
     "ledgerd_store_up",
 ];
 
+/// Metrics offgrid exports beyond SPEC §7 (an addition, not a rename): the
+/// configured spool limits, so alert rules need no numbers copied from
+/// spoold.toml (docs/operations.md, Monitoring).
+const ADDED_METRICS: &[&str] = &[
+    "spoold_spool_bytes_max",
+    "spoold_spool_events_max",
+    "spoold_disk_free_bytes_min",
+    "spoold_disk_free_inodes_min",
+];
+
 /// The histograms among them (SPEC §7 says "histogram" for the spoold ones;
 /// `ledgerd_batch_duration_seconds` is one too), which also have
 /// `_bucket`, `_sum` and `_count` series.
@@ -61,7 +71,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 /// The SPEC §7 metric a series name belongs to, if any.
 fn spec_metric(series: &str) -> Option<&'static str> {
-    if let Some(m) = SPEC_METRICS.iter().find(|m| **m == series) {
+    if let Some(m) = SPEC_METRICS.iter().chain(ADDED_METRICS).find(|m| **m == series) {
         return Some(m);
     }
     ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
@@ -169,6 +179,90 @@ fn the_required_alerts_exist() {
     assert!(disk.expr.contains("spoold_disk_free_inodes"), "disk bytes and inodes");
     alert_with("spoold_dead_letters > 0");
     alert_with("ledgerd_store_up == 0");
+    // Down or absent daemons, and every refusal code of the ingest API.
+    alert_with(r#"up{job="spoold"} == 0"#);
+    alert_with(r#"absent(up{job="spoold"})"#);
+    alert_with(r#"up{job="ledgerd"} == 0"#);
+    alert_with(r#"absent(up{job="ledgerd"})"#);
+    for code in [
+        "spool_full", "insufficient_storage", "shutting_down", "storage_failed", "storage_error", "unauthorized",
+        "invalid_json", "invalid_event", "id_conflict", "too_large", "unsupported_media_type", "timeout", "invalid_request",
+    ] {
+        alert_with(code);
+    }
+    // No limit is copied into the rules: they compare with the exported ones.
+    assert!(filling.expr.contains("spoold_spool_bytes_max") && filling.expr.contains("spoold_spool_events_max"));
+    assert!(disk.expr.contains("spoold_disk_free_bytes_min") && disk.expr.contains("spoold_disk_free_inodes_min"));
+    assert!(rules.iter().all(|r| r.record.is_none()), "no recording rule holds a copied limit");
+}
+
+/// Every runbook's "You see" paragraph names at least one alert, and every
+/// alert it names is defined in alerts.yml.
+#[test]
+fn every_runbook_you_see_names_real_alerts() {
+    let alerts: BTreeSet<String> = rules().iter().filter_map(|r| r.alert.clone()).collect();
+    let ops = read("docs/operations.md");
+    let mut seen = 0;
+    for para in ops.split("\n\n").filter(|p| p.starts_with("**You see:**")) {
+        seen += 1;
+        let named: Vec<&str> = para
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphanumeric()))
+            .collect();
+        assert!(!named.is_empty(), "a \"You see\" names no alert: {para}");
+        for n in named {
+            assert!(alerts.contains(n), "\"You see\" names {n}, which alerts.yml does not define: {para}");
+        }
+    }
+    assert!(seen >= 8, "runbooks with a \"You see\": {seen}");
+}
+
+/// Where promtool is: `OFFGRID_PROMTOOL`, then `promtool` on PATH, then the
+/// copy scripts/test.sh unpacks from Debian's `prometheus` package.
+fn promtool() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("OFFGRID_PROMTOOL") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success());
+    if on_path {
+        return Some(PathBuf::from("promtool"));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_file("target"));
+    let unpacked = target.join("tools/prometheus/usr/bin/promtool");
+    unpacked.exists().then_some(unpacked)
+}
+
+/// `promtool check rules` and `promtool test rules` on the shipped rules: every
+/// alert fires in one case and stays quiet in another (alerts_test.yml).
+#[test]
+fn alert_rules_pass_promtool_tests() {
+    let Some(promtool) = promtool() else {
+        assert!(std::env::var_os("CI").is_none(), "promtool is required when CI is set (scripts/test.sh installs it)");
+        println!("SKIPPED alert_rules_pass_promtool_tests: promtool not found (set OFFGRID_PROMTOOL or run scripts/test.sh)");
+        return;
+    };
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(repo_file("deploy/prometheus"))
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert has a firing and a quiet case.
+    let tests = read("deploy/prometheus/alerts_test.yml");
+    for alert in rules().iter().filter_map(|r| r.alert.clone()) {
+        for kind in ["fires", "quiet"] {
+            assert!(tests.contains(&format!("# {alert}: {kind}\n")), "alerts_test.yml has no {kind} case for {alert}");
+        }
+    }
 }
 
 fn collect_exprs(v: &Json, out: &mut Vec<String>) {
@@ -236,6 +330,15 @@ async fn running_daemons_export_every_spec_metric() {
     let spoold = test_support::spoold::Spoold::start(Default::default()).await.unwrap();
     let text = reqwest::get(spoold.url("/metrics")).await.unwrap().text().await.unwrap();
     assert_exports(&text, "spoold_");
+    // The configured limits, with the values of the config (defaults here).
+    for (name, value) in [
+        ("spoold_spool_bytes_max", 10u64 << 30),
+        ("spoold_spool_events_max", 50_000_000),
+        ("spoold_disk_free_bytes_min", 1 << 30),
+        ("spoold_disk_free_inodes_min", 100_000),
+    ] {
+        assert!(text.lines().any(|l| l == format!("{name} {value}")), "/metrics lacks {name} {value}:\n{text}");
+    }
     let ledgerd = test_support::ledgerd::Ledgerd::start().await.unwrap();
     let text = reqwest::get(format!("{}/metrics", ledgerd.url)).await.unwrap().text().await.unwrap();
     assert_exports(&text, "ledgerd_");

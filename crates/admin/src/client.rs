@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use common::admin::{AdminRequest, AdminResponse, ADMIN_LINE_BYTES_MAX};
+use common::admin::{codes, AdminRequest, AdminResponse, ADMIN_LINE_BYTES_MAX, ADMIN_PROTOCOL_VERSION};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -18,13 +18,35 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the admin socket at `path`.
+    /// Connects to the admin socket at `path` and says `hello`: a daemon that
+    /// speaks another protocol version is an [`AdminError::VersionMismatch`]
+    /// naming both versions.
     pub async fn connect(path: &Path) -> Result<Client, AdminError> {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|source| AdminError::Io { path: path.display().to_string(), source })?;
         let (rd, writer) = stream.into_split();
-        Ok(Client { reader: BufReader::new(rd), writer })
+        let mut client = Client { reader: BufReader::new(rd), writer };
+        let hello = AdminRequest::Hello {
+            protocol: ADMIN_PROTOCOL_VERSION,
+            client: format!("spoolctl {}", env!("CARGO_PKG_VERSION")),
+        };
+        let resp = client.call(&hello).await?;
+        if resp.ok {
+            return Ok(client);
+        }
+        let msg = resp.error.unwrap_or_default();
+        match resp.code.as_deref() {
+            Some(codes::VERSION_MISMATCH) => Err(AdminError::VersionMismatch(msg)),
+            Some(codes::BUSY) => Err(AdminError::Protocol(msg)),
+            // A daemon from before versioning knows no `hello`.
+            _ if msg.contains("hello") => Err(AdminError::VersionMismatch(format!(
+                "admin protocol mismatch: this spoolctl speaks version {ADMIN_PROTOCOL_VERSION}, the spoold at {} \
+                 speaks version 1 (unversioned, older than this spoolctl); use the spoolctl of the same release as spoold",
+                path.display()
+            ))),
+            _ => Err(AdminError::Protocol(format!("hello refused: {msg}"))),
+        }
     }
 
     /// Sends one request and waits for its response.

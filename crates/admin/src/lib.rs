@@ -9,7 +9,7 @@
 //! - [`client::Client`] is the other end, used by `spoolctl` and tests.
 //!
 //! The `data` of a successful response is one of the typed shapes in this crate
-//! ([`StatusData`], [`ListData`], [`ImportReport`], [`VerifyData`],
+//! ([`NodeStatus`] built by [`node_status`], [`ListData`], [`ImportReport`], [`VerifyData`],
 //! [`RetryData`], [`DropData`], or a single [`Record`] for `show`), so clients
 //! decode exactly what the server encodes.
 //!
@@ -28,20 +28,22 @@
 //!   through `Event::from_json_value` and `Spool::append_batch`, and is reported
 //!   as accepted, duplicate, conflict, invalid or failed — never silently skipped.
 
+pub mod audit;
 pub mod client;
 pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::admin::{
-    codes, AdminRequest, AdminResponse, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_BYTES_MAX, ADMIN_PAGE_RECORDS_MAX,
+    codes, AdminRequest, AdminResponse, HelloData, ADMIN_PROTOCOL_VERSION, ADMIN_IMPORT_EVENTS_MAX, ADMIN_PAGE_BYTES_MAX, ADMIN_PAGE_RECORDS_MAX,
 };
+use common::status::{DaemonStatus, DiskStatus, NodeStatus, SpoolStatus};
 use serde::{Deserialize, Serialize};
 use spool::{AppendOutcome, Spool, SpoolError, StateFilter};
 use spool_format::{Event, OffsetDateTime, Record, State};
 
 pub use client::Client;
-pub use server::{default_socket_path, serve_unix, ExtraStatus, ADMIN_CONNECTIONS_MAX, ADMIN_IDLE_TIMEOUT};
+pub use server::{default_socket_path, serve_unix, Daemon, ExtraStatus, ADMIN_CONNECTIONS_MAX, ADMIN_IDLE_TIMEOUT};
 
 /// Dead letters dropped by operators since this process started.
 static DEAD_LETTERS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -64,33 +66,12 @@ pub enum AdminError {
     NotASocket(String),
     #[error("admin protocol: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    VersionMismatch(String),
 }
 
-/// `data` of `status`. Keys the daemon adds through its extra-status callback
-/// (`ledger_up`, `ledger_state`, `last_forward_error`, …) land in `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusData {
-    pub node_id: String,
-    pub spool_dir: String,
-    pub pending_events: u64,
-    pub dead_events: u64,
-    pub acked_events: u64,
-    pub quarantined_events: u64,
-    /// Bytes of pending and dead records (what `bytes_max` limits).
-    pub live_bytes: u64,
-    pub acked_bytes: u64,
-    pub bytes_max: u64,
-    pub events_max: u64,
-    /// `received_at` of the oldest pending record, RFC 3339.
-    pub oldest_pending_at: Option<String>,
-    pub oldest_pending_age_seconds: Option<f64>,
-    pub next_seq: u64,
-    pub disk_free_bytes: Option<u64>,
-    pub disk_free_inodes: Option<u64>,
-    pub dead_letters_dropped_total: u64,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
+/// `data` of `status`: the node's one status document (also `GET /v1/status`).
+pub use common::status::NodeStatus as StatusData;
 
 /// `data` of `list` and `tail`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +172,7 @@ fn spool_err(e: &SpoolError) -> AdminResponse {
     AdminResponse::err_code(codes::SPOOL_ERROR, e.to_string())
 }
 
-fn to_data<T: Serialize>(v: &T) -> AdminResponse {
+pub(crate) fn to_data<T: Serialize>(v: &T) -> AdminResponse {
     match serde_json::to_value(v) {
         Ok(v) => AdminResponse::ok(v),
         Err(e) => AdminResponse::err_code(codes::SPOOL_ERROR, format!("encode response: {e}")),
@@ -215,46 +196,74 @@ where
 /// Runs one admin request against `spool`. `status` reports only what the
 /// spool knows; the socket server merges the daemon's extra status into it.
 pub async fn execute(spool: &Spool, req: AdminRequest) -> AdminResponse {
+    execute_as(spool, req, None).await
+}
+
+/// [`execute`] on behalf of `peer_uid` (the admin socket's peer; `None`:
+/// this process, offline), who is named in the audit log.
+pub async fn execute_as(spool: &Spool, req: AdminRequest, peer_uid: Option<u32>) -> AdminResponse {
+    let by = |user: &Option<String>| match peer_uid {
+        Some(uid) => audit::caller(&format!("uid {uid}"), user.as_deref()),
+        None => audit::offline_caller(user.as_deref()),
+    };
     let r = match req {
-        AdminRequest::Status => status(spool).await.map(|s| to_data(&s)),
+        AdminRequest::Status => node_status(spool, None).await.map(|s| to_data(&s)),
         AdminRequest::List { state, from_seq, limit } => list(spool, &state, from_seq, limit).await,
+        AdminRequest::Hello { protocol, .. } => Ok(hello(protocol)),
         AdminRequest::Show { key } => show(spool, key).await,
         AdminRequest::Tail { limit } => tail(spool, limit).await,
         AdminRequest::Import { events } => import(spool, events).await,
         AdminRequest::Verify => verify(spool).await,
-        AdminRequest::DlqRetry { seq, all } => dlq_retry(spool, seq, all).await,
-        AdminRequest::DlqDrop { seq } => dlq_drop(spool, seq).await,
+        AdminRequest::DlqRetry { seq, all, reason, user } => dlq_retry(spool, seq, all, &by(&user), reason.as_deref()).await,
+        AdminRequest::DlqDrop { seq, reason, user } => dlq_drop(spool, seq, &by(&user), reason.as_deref()).await,
+        AdminRequest::Audit { limit } => audit_tail(spool, limit).await,
     };
     r.unwrap_or_else(|e| e)
 }
 
-/// The spool's part of `status`.
-pub async fn status(spool: &Spool) -> Result<StatusData, AdminResponse> {
-    let (stats, disk) = blocking(spool, |s| Ok((s.stats()?, s.disk_free().ok()))).await?;
+/// Builds the node's status document, the one [`NodeStatus`] behind both
+/// `GET /v1/status` and the admin `status`: the spool's counters read now,
+/// plus the daemon's part (`daemon`: draining, the forwarder's view of the
+/// ledger) when online. `None`: offline (`spoolctl --spool-dir`).
+pub async fn node_status(spool: &Spool, daemon: Option<DaemonStatus>) -> Result<NodeStatus, AdminResponse> {
+    let (stats, disk, writable) =
+        blocking(spool, |s| Ok((s.stats()?, s.disk_free().ok(), s.check_writable().err().map(|e| e.to_string())))).await?;
     let now = OffsetDateTime::now_utc();
     let cfg = spool.config();
-    Ok(StatusData {
+    let online = daemon.is_some();
+    let daemon = daemon.unwrap_or_default();
+    Ok(NodeStatus {
         node_id: cfg.node_id.clone(),
-        spool_dir: cfg.dir.display().to_string(),
-        pending_events: stats.pending_events,
-        dead_events: stats.dead_events,
-        acked_events: stats.acked_events,
-        quarantined_events: stats.quarantined,
-        live_bytes: stats.live_bytes,
-        acked_bytes: stats.acked_bytes,
-        bytes_max: stats.bytes_max,
-        events_max: stats.events_max,
-        oldest_pending_at: stats.oldest_pending.and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339).ok()
-        }),
-        oldest_pending_age_seconds: stats
-            .oldest_pending
-            .map(|t| (now - t).as_seconds_f64().max(0.0)),
-        next_seq: stats.next_seq,
-        disk_free_bytes: disk.map(|d| d.bytes),
-        disk_free_inodes: disk.and_then(|d| d.inodes),
+        mode: if online { "online" } else { "offline" }.to_owned(),
+        generated_at: now,
+        ready: online.then(|| writable.is_none() && !daemon.draining),
+        not_ready_reason: if online {
+            writable.or_else(|| daemon.draining.then(|| "draining for shutdown".to_owned()))
+        } else {
+            None
+        },
+        draining: online.then_some(daemon.draining),
+        spool: SpoolStatus {
+            dir: cfg.dir.display().to_string(),
+            events: stats.pending_events + stats.dead_events,
+            pending_events: stats.pending_events,
+            dead_events: stats.dead_events,
+            acked_events: stats.acked_events,
+            quarantined_events: stats.quarantined,
+            bytes: stats.live_bytes,
+            acked_bytes: stats.acked_bytes,
+            bytes_max: stats.bytes_max,
+            events_max: stats.events_max,
+            next_seq: stats.next_seq,
+            commits: stats.commits,
+            commit_seconds_total: online.then_some(daemon.commit_seconds_total),
+            oldest_pending_at: stats.oldest_pending,
+            oldest_pending_age_seconds: stats.oldest_pending.map(|t| (now - t).as_seconds_f64().max(0.0)),
+        },
+        dead_letters: stats.dead_events,
         dead_letters_dropped_total: dead_letters_dropped_total(),
-        extra: serde_json::Map::new(),
+        ledger: daemon.ledger,
+        disk: DiskStatus { free_bytes: disk.map(|d| d.bytes), free_inodes: disk.and_then(|d| d.inodes) },
     })
 }
 
@@ -312,23 +321,94 @@ async fn tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse>
     Ok(to_data(&ListData { records, next_from_seq: None }))
 }
 
-/// `show`: a seq number first (if the key is all digits), then an event id
-/// (ids may be numeric too).
+/// What this build calls itself in `hello`.
+pub fn server_name() -> String {
+    format!("spoold {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Answers `hello`: our protocol, or a mismatch naming both versions.
+pub fn hello(protocol: u32) -> AdminResponse {
+    if protocol == ADMIN_PROTOCOL_VERSION {
+        return to_data(&HelloData { protocol: ADMIN_PROTOCOL_VERSION, server: server_name() });
+    }
+    AdminResponse::err_code(
+        codes::VERSION_MISMATCH,
+        format!(
+            "admin protocol mismatch: the client speaks version {protocol}, {} speaks version {ADMIN_PROTOCOL_VERSION}; \
+             use the spoolctl of the same release as spoold",
+            server_name()
+        ),
+    )
+}
+
+/// How a record is named on the command line and in `show`: `seq:N`,
+/// `id:X`, or a bare key (see [`RecordKey::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    Seq(u64),
+    Id(String),
+    /// A bare key: an id, or, when all digits, a seq *or* an id; resolved only
+    /// when exactly one record matches.
+    Bare(String),
+}
+
+impl RecordKey {
+    /// `seq:263` is seq 263, `id:263` the event whose id is `263` (and
+    /// `id:seq:1` the event whose id is `seq:1`); anything else is bare.
+    pub fn parse(key: &str) -> Result<RecordKey, String> {
+        if let Some(n) = key.strip_prefix("seq:") {
+            return n.parse().map(RecordKey::Seq).map_err(|_| format!("{key:?}: seq:N needs a number"));
+        }
+        if let Some(id) = key.strip_prefix("id:") {
+            if id.is_empty() {
+                return Err(format!("{key:?}: id:X needs an id"));
+            }
+            return Ok(RecordKey::Id(id.to_owned()));
+        }
+        if key.is_empty() {
+            return Err("empty record key: use seq:N or id:X".into());
+        }
+        Ok(RecordKey::Bare(key.to_owned()))
+    }
+}
+
+/// `show`: by `seq:N`, `id:X`, or a bare key. A bare all-digit key that is
+/// both an existing seq and another record's id is refused as ambiguous
+/// (`invalid_request`), never guessed: `seq:`/`id:` say which.
 async fn show(spool: &Spool, key: String) -> Result<AdminResponse, AdminResponse> {
-    let k = key.clone();
-    let found = blocking(spool, move |s| {
-        if let Ok(seq) = k.parse::<u64>() {
-            if let Some(r) = s.get(seq)? {
-                return Ok(Some(r));
+    let parsed = RecordKey::parse(&key).map_err(|m| AdminResponse::err_code(codes::INVALID_REQUEST, m))?;
+    let p = parsed.clone();
+    let found = blocking(spool, move |s| match p {
+        RecordKey::Seq(seq) => Ok(Ok(s.get(seq)?)),
+        RecordKey::Id(id) => Ok(Ok(s.lookup(&id)?)),
+        RecordKey::Bare(k) => {
+            let by_id = s.lookup(&k)?;
+            let by_seq = match k.parse::<u64>() {
+                Ok(seq) => s.get(seq)?,
+                Err(_) => None,
+            };
+            match (by_seq, by_id) {
+                (Some(a), Some(b)) if a.seq != b.seq => Ok(Err((a.seq, b.seq))),
+                (a, b) => Ok(Ok(a.or(b))),
             }
         }
-        s.lookup(&k)
     })
     .await?;
+    let found = found.map_err(|(seq, other)| {
+        AdminResponse::err_code(
+            codes::INVALID_REQUEST,
+            format!("{key:?} is ambiguous: seq {seq} and the record with id {key:?} (seq {other}) differ; write seq:{key} or id:{key}"),
+        )
+    })?;
     if let Some(r) = found {
         return Ok(to_data(&r));
     }
-    if let Ok(seq) = key.parse::<u64>() {
+    let seq = match &parsed {
+        RecordKey::Seq(seq) => Some(*seq),
+        RecordKey::Bare(k) => k.parse::<u64>().ok(),
+        RecordKey::Id(_) => None,
+    };
+    if let Some(seq) = seq {
         let q = blocking(spool, |s| s.quarantined()).await?;
         if q.iter().any(|q| q.seq == seq) {
             return Ok(AdminResponse::err_code(
@@ -337,7 +417,12 @@ async fn show(spool: &Spool, key: String) -> Result<AdminResponse, AdminResponse
             ));
         }
     }
-    Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("no record with seq or id {key:?}")))
+    let what = match parsed {
+        RecordKey::Seq(seq) => format!("no record with seq {seq}"),
+        RecordKey::Id(id) => format!("no record with id {id:?}"),
+        RecordKey::Bare(k) => format!("no record with seq or id {k:?}"),
+    };
+    Ok(AdminResponse::err_code(codes::NOT_FOUND, what))
 }
 
 async fn import(spool: &Spool, events: Vec<serde_json::Value>) -> Result<AdminResponse, AdminResponse> {
@@ -421,9 +506,51 @@ async fn verify(spool: &Spool) -> Result<AdminResponse, AdminResponse> {
 /// Dead letters read per page by `dlq retry --all`.
 const RETRY_PAGE_RECORDS: usize = 1000;
 
-async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminResponse, AdminResponse> {
+/// Writes an audit entry for `record` before the action (write-ahead): no
+/// audit entry, no action.
+async fn audit_first(spool: &Spool, action: &str, record: &Record, by: &str, reason: Option<&str>) -> Result<(), AdminResponse> {
+    let entry = audit::AuditEntry::new(action, record, by, reason);
+    let dir = spool.config().dir.clone();
+    tokio::task::spawn_blocking(move || audit::append(&dir, &entry))
+        .await
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("audit task failed: {e}")))?
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("write the audit log ({}): {e}; nothing was changed", audit::AUDIT_FILE)))
+}
+
+/// The dead letter at `seq`, or `not_found`.
+async fn dead_record(spool: &Spool, seq: u64) -> Result<Record, AdminResponse> {
+    let record = blocking(spool, move |s| s.get(seq)).await?;
+    record
+        .filter(|r| matches!(r.state, State::Dead { .. }))
+        .ok_or_else(|| AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")))
+}
+
+/// `data` of `audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditData {
+    pub entries: Vec<audit::AuditEntry>,
+    /// Lines of the log that could not be read (reported, never hidden).
+    pub damaged_lines: u64,
+}
+
+async fn audit_tail(spool: &Spool, limit: u32) -> Result<AdminResponse, AdminResponse> {
+    let n = check_limit(limit)?;
+    let dir = spool.config().dir.clone();
+    let (entries, damaged_lines) = tokio::task::spawn_blocking(move || audit::read_tail(&dir, n))
+        .await
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("audit task failed: {e}")))?
+        .map_err(|e| AdminResponse::err_code(codes::SPOOL_ERROR, format!("read the audit log: {e}")))?;
+    Ok(to_data(&AuditData { entries, damaged_lines }))
+}
+
+async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool, by: &str, reason: Option<&str>) -> Result<AdminResponse, AdminResponse> {
     match (seq, all) {
         (Some(seq), false) => {
+            let record = match dead_record(spool, seq).await {
+                Ok(r) => r,
+                Err(e) => return Ok(e),
+            };
+            audit_first(spool, "dlq_retry", &record, by, reason).await?;
             let requeued = spool.requeue(seq).await.map_err(|e| spool_err(&e))?;
             if !requeued {
                 return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
@@ -439,6 +566,7 @@ async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminRe
                 let Some(last) = page.last() else { break };
                 from = last.seq.saturating_add(1);
                 for r in &page {
+                    audit_first(spool, "dlq_retry", r, by, reason).await?;
                     if spool.requeue(r.seq).await.map_err(|e| spool_err(&e))? {
                         requeued.push(r.seq);
                     }
@@ -454,11 +582,12 @@ async fn dlq_retry(spool: &Spool, seq: Option<u64>, all: bool) -> Result<AdminRe
     }
 }
 
-async fn dlq_drop(spool: &Spool, seq: u64) -> Result<AdminResponse, AdminResponse> {
-    let record = blocking(spool, move |s| s.get(seq)).await?;
-    let Some(record) = record.filter(|r| matches!(r.state, State::Dead { .. })) else {
-        return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
+async fn dlq_drop(spool: &Spool, seq: u64, by: &str, reason: Option<&str>) -> Result<AdminResponse, AdminResponse> {
+    let record = match dead_record(spool, seq).await {
+        Ok(r) => r,
+        Err(e) => return Ok(e),
     };
+    audit_first(spool, "dlq_drop", &record, by, reason).await?;
     if !spool.drop_dead(seq).await.map_err(|e| spool_err(&e))? {
         return Ok(AdminResponse::err_code(codes::NOT_FOUND, format!("seq {seq} is not a dead letter")));
     }

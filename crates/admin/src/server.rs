@@ -34,10 +34,27 @@ const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (e.g. out of file descriptors), in time.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// A callback returning daemon state to merge into `status` (a JSON object:
-/// `ledger_up`, `ledger_state`, `last_forward_error`, …). Called once per
-/// status request, on an async worker: it must be quick and must not block.
-pub type ExtraStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// What the running daemon adds to its admin socket. Called on an async
+/// worker: each method must be quick and must not block.
+pub trait Daemon: Send + Sync {
+    /// The daemon's part of `status` (draining, the forwarder's view of the
+    /// ledger), which [`crate::node_status`] combines with the spool's.
+    fn status(&self) -> common::status::DaemonStatus;
+    /// Records went back to pending behind the forwarder's cursor (`dlq
+    /// retry`, `import`): the daemon wakes its forwarder now rather than at
+    /// its next periodic rescan.
+    fn records_requeued(&self) {}
+}
+
+/// A closure giving the status part is a daemon without a forwarder to wake.
+impl<F: Fn() -> common::status::DaemonStatus + Send + Sync> Daemon for F {
+    fn status(&self) -> common::status::DaemonStatus {
+        self()
+    }
+}
+
+/// The daemon behind an admin socket.
+pub type ExtraStatus = Arc<dyn Daemon>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AdminError + '_ {
     move |source| AdminError::Io { path: path.display().to_string(), source }
@@ -180,8 +197,8 @@ async fn serve_conn(
     owner_uid: u32,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    match stream.peer_cred() {
-        Ok(c) if c.uid() == owner_uid || c.uid() == 0 => {}
+    let peer_uid = match stream.peer_cred() {
+        Ok(c) if c.uid() == owner_uid || c.uid() == 0 => c.uid(),
         Ok(c) => {
             tracing::warn!(peer_uid = c.uid(), "admin connection refused: wrong user");
             return;
@@ -190,9 +207,11 @@ async fn serve_conn(
             tracing::warn!(error = %e, "admin connection refused: no peer credentials");
             return;
         }
-    }
+    };
     let (rd, mut wr) = stream.into_split();
     let mut reader = BufReader::new(rd);
+    // A connection speaks after a matching `hello` only.
+    let mut greeted = false;
     loop {
         let line = tokio::select! {
             _ = stopped(&mut shutdown) => return,
@@ -218,9 +237,26 @@ async fn serve_conn(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let resp = match serde_json::from_slice::<AdminRequest>(&line) {
+        let resp = match spool_format::json::from_slice_strict_as::<AdminRequest>(&line) {
             Err(e) => AdminResponse::err_code(codes::INVALID_REQUEST, format!("bad request: {e}")),
-            Ok(req) => handle(&spool, req, &extra_status).await,
+            Ok(AdminRequest::Hello { protocol, client }) => {
+                let resp = crate::hello(protocol);
+                greeted = resp.ok;
+                if !resp.ok {
+                    tracing::warn!(client = %client, protocol, "admin client speaks another protocol version");
+                }
+                resp
+            }
+            Ok(_) if !greeted => AdminResponse::err_code(
+                codes::VERSION_MISMATCH,
+                format!(
+                    "admin protocol mismatch: the client sent no hello (admin protocol 1, a spoolctl older than \
+                     versioning); {} speaks version {}; use the spoolctl of the same release as spoold",
+                    crate::server_name(),
+                    common::admin::ADMIN_PROTOCOL_VERSION
+                ),
+            ),
+            Ok(req) => handle_as(&spool, req, &extra_status, Some(peer_uid)).await,
         };
         if wr.write_all(&encode_line(&resp)).await.is_err() {
             return;
@@ -228,24 +264,32 @@ async fn serve_conn(
     }
 }
 
-/// Runs one request; merges the daemon's extra status into `status`.
+/// Runs one request; `status` gets the daemon's part from `extra_status`.
 pub async fn handle(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus) -> AdminResponse {
+    handle_as(spool, req, extra_status, None).await
+}
+
+/// [`handle`] for the admin socket's peer `peer_uid` (named in the audit log).
+pub async fn handle_as(spool: &Spool, req: AdminRequest, extra_status: &ExtraStatus, peer_uid: Option<u32>) -> AdminResponse {
     let verb = verb_name(&req);
     tracing::debug!(verb, "admin request");
-    let is_status = matches!(req, AdminRequest::Status);
-    let mut resp = crate::execute(spool, req).await;
-    if is_status && resp.ok {
-        if let (Some(serde_json::Value::Object(data)), serde_json::Value::Object(extra)) =
-            (resp.data.as_mut(), extra_status())
-        {
-            data.extend(extra);
-        }
+    if matches!(req, AdminRequest::Status) {
+        return match crate::node_status(spool, Some(extra_status.status())).await {
+            Ok(s) => crate::to_data(&s),
+            Err(e) => e,
+        };
+    }
+    let requeues = matches!(req, AdminRequest::DlqRetry { .. } | AdminRequest::Import { .. });
+    let resp = crate::execute_as(spool, req, peer_uid).await;
+    if requeues && resp.ok {
+        extra_status.records_requeued();
     }
     resp
 }
 
 fn verb_name(req: &AdminRequest) -> &'static str {
     match req {
+        AdminRequest::Hello { .. } => "hello",
         AdminRequest::Status => "status",
         AdminRequest::List { .. } => "list",
         AdminRequest::Show { .. } => "show",
@@ -254,10 +298,11 @@ fn verb_name(req: &AdminRequest) -> &'static str {
         AdminRequest::Verify => "verify",
         AdminRequest::DlqRetry { .. } => "dlq_retry",
         AdminRequest::DlqDrop { .. } => "dlq_drop",
+        AdminRequest::Audit { .. } => "audit",
     }
 }
 
 /// The default admin socket path (SPEC §5 `[listen] admin_socket`).
 pub fn default_socket_path() -> PathBuf {
-    PathBuf::from("/run/spoold/admin.sock")
+    PathBuf::from(common::admin::DEFAULT_ADMIN_SOCKET)
 }

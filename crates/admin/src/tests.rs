@@ -64,12 +64,13 @@ async fn status_counts_states_and_oldest_pending() {
     let (_d, spool) = spool_with(5, &[2]).await;
     spool.mark_acked(&[(3, 1, Some(77))]).unwrap();
     let s: StatusData = data(execute(&spool, AdminRequest::Status).await);
-    assert_eq!((s.pending_events, s.dead_events, s.acked_events), (3, 1, 1));
-    assert_eq!(s.next_seq, 6);
-    assert!(s.live_bytes > 0 && s.acked_bytes > 0);
-    assert!(s.oldest_pending_at.is_some());
-    assert!(s.oldest_pending_age_seconds.unwrap() >= 0.0);
+    assert_eq!((s.spool.pending_events, s.spool.dead_events, s.spool.acked_events), (3, 1, 1));
+    assert_eq!(s.spool.next_seq, 6);
+    assert!(s.spool.bytes > 0 && s.spool.acked_bytes > 0);
+    assert!(s.spool.oldest_pending_at.is_some());
+    assert!(s.spool.oldest_pending_age_seconds.unwrap() >= 0.0);
     assert_eq!(s.node_id, "test");
+    assert_eq!((s.mode.as_str(), s.ready, s.ledger.forwarding), ("offline", None, false));
 }
 
 #[tokio::test]
@@ -168,16 +169,16 @@ async fn verify_names_a_flipped_byte() {
 #[tokio::test]
 async fn dlq_retry_one_and_all() {
     let (_d, spool) = spool_with(5, &[1, 3, 4]).await;
-    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false }).await);
+    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false, reason: None, user: None }).await);
     assert_eq!(r.requeued, vec![3]);
     let rec = spool.get(3).unwrap().unwrap();
     assert_eq!((rec.state, rec.attempts), (State::Pending, 0));
     // Not a dead letter (any more).
-    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false }).await, codes::NOT_FOUND);
-    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: None, all: false }).await, codes::INVALID_REQUEST);
-    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(1), all: true }).await, codes::INVALID_REQUEST);
+    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(3), all: false, reason: None, user: None }).await, codes::NOT_FOUND);
+    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: None, all: false, reason: None, user: None }).await, codes::INVALID_REQUEST);
+    assert_code(&execute(&spool, AdminRequest::DlqRetry { seq: Some(1), all: true, reason: None, user: None }).await, codes::INVALID_REQUEST);
 
-    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: None, all: true }).await);
+    let r: RetryData = data(execute(&spool, AdminRequest::DlqRetry { seq: None, all: true, reason: None, user: None }).await);
     assert_eq!(r.requeued, vec![1, 4]);
     let s = spool.stats().unwrap();
     assert_eq!((s.pending_events, s.dead_events), (5, 0));
@@ -187,18 +188,27 @@ async fn dlq_retry_one_and_all() {
 async fn dlq_drop_removes_only_dead_letters_and_counts() {
     let (_d, spool) = spool_with(3, &[2]).await;
     let before = dead_letters_dropped_total();
-    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 1 }).await, codes::NOT_FOUND);
+    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 1, reason: None, user: None }).await, codes::NOT_FOUND);
     assert!(spool.get(1).unwrap().is_some(), "a pending record must never be dropped");
-    let d: DropData = data(execute(&spool, AdminRequest::DlqDrop { seq: 2 }).await);
+    let d: DropData = data(execute(&spool, AdminRequest::DlqDrop { seq: 2, reason: None, user: None }).await);
     assert_eq!((d.seq, d.id.as_str()), (2, "ev-2"));
     assert!(spool.get(2).unwrap().is_none());
     assert!(dead_letters_dropped_total() > before);
-    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 2 }).await, codes::NOT_FOUND);
+    assert_code(&execute(&spool, AdminRequest::DlqDrop { seq: 2, reason: None, user: None }).await, codes::NOT_FOUND);
     assert_eq!(spool.stats().unwrap().dead_events, 0);
 }
 
 fn extra() -> ExtraStatus {
-    Arc::new(|| json!({"ledger_up": false, "last_forward_error": "connection refused"}))
+    Arc::new(|| common::status::DaemonStatus {
+        draining: false,
+        commit_seconds_total: 0.0,
+        ledger: common::status::LedgerStatus {
+            forwarding: true,
+            up: Some(false),
+            last_error: Some("connection refused".into()),
+            ..Default::default()
+        },
+    })
 }
 
 #[tokio::test]
@@ -222,9 +232,10 @@ async fn socket_serves_requests_merges_status_and_cleans_up() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
     let s: StatusData = data(client.call(&AdminRequest::Status).await.unwrap());
-    assert_eq!(s.pending_events, 2);
-    assert_eq!(s.extra.get("ledger_up"), Some(&json!(false)));
-    assert_eq!(s.extra.get("last_forward_error"), Some(&json!("connection refused")));
+    assert_eq!(s.spool.pending_events, 2);
+    assert_eq!((s.mode.as_str(), s.ready), ("online", Some(true)));
+    assert_eq!(s.ledger.up, Some(false));
+    assert_eq!(s.ledger.last_error.as_deref(), Some("connection refused"));
 
     // Several requests on one connection, including a bad one in between.
     let l: ListData = data(client.call(&list_req("dead", 0, 10)).await.unwrap());
@@ -236,8 +247,11 @@ async fn socket_serves_requests_merges_status_and_cleans_up() {
     {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
-        raw.write_all(b"{not json}\n{\"verb\":\"status\"}\n").await.unwrap();
+        let hello = format!("{{\"verb\":\"hello\",\"protocol\":{},\"client\":\"raw\"}}\n", common::admin::ADMIN_PROTOCOL_VERSION);
+        raw.write_all(format!("{hello}{{not json}}\n{{\"verb\":\"status\"}}\n").as_bytes()).await.unwrap();
         let mut lines = tokio::io::BufReader::new(raw).lines();
+        let greeting: AdminResponse = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(greeting.ok, "{greeting:?}");
         let first: AdminResponse = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
         assert_code(&first, codes::INVALID_REQUEST);
         let second: AdminResponse = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
@@ -319,13 +333,13 @@ async fn connections_over_the_cap_get_busy() {
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
         }
     }
-    let mut extra_client = Client::connect(&path).await.unwrap();
-    let resp = extra_client.call(&AdminRequest::Status).await;
-    match resp {
-        Ok(r) => assert_code(&r, codes::BUSY),
-        // The server may close before our write lands (broken pipe / reset):
-        // refused all the same, never served.
-        Err(e) => assert!(matches!(e, AdminError::Io { .. } | AdminError::Protocol(_)), "{e}"),
+    // The busy answer comes at once, so the client's hello already gets it
+    // (or the server closes before our write lands: broken pipe / reset);
+    // refused all the same, never served.
+    match Client::connect(&path).await {
+        Ok(_) => panic!("a connection over the cap was served"),
+        Err(AdminError::Protocol(m)) => assert!(m.contains("too many admin connections") || m.contains("closed"), "{m}"),
+        Err(e) => assert!(matches!(e, AdminError::Io { .. }), "{e}"),
     }
     drop(held.pop());
     tx.send(true).unwrap();

@@ -1,7 +1,21 @@
 //! The admin socket protocol between spoold and spoolctl: one JSON request per
 //! line on a Unix socket (mode 0600), one JSON response per line back.
+//!
+//! Versioned: a connection starts with `{"verb":"hello","protocol":N,…}`;
+//! the daemon answers with its own protocol and version, or, when N differs,
+//! a `version_mismatch` error naming both. A request before `hello` (a
+//! spoolctl older than versioning) gets the same error, so neither side ever
+//! sees an opaque "bad response".
 
 use serde::{Deserialize, Serialize};
+
+/// Where spoold's admin socket is by default and where spoolctl looks first:
+/// systemd's `RuntimeDirectory=spoold`. Defined here only.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/spoold/admin.sock";
+
+/// The admin protocol this build speaks. 1 was the unversioned protocol (no
+/// `hello`); 2 added `hello`, the nested status document and `seq:`/`id:` keys.
+pub const ADMIN_PROTOCOL_VERSION: u32 = 2;
 
 /// Most records one `list`/`tail` request returns; clients page with `from_seq`.
 pub const ADMIN_PAGE_RECORDS_MAX: u32 = 10_000;
@@ -28,11 +42,15 @@ pub mod codes {
     pub const SPOOL_ERROR: &str = "spool_error";
     /// The admin socket is at its connection limit; try again.
     pub const BUSY: &str = "busy";
+    /// Client and daemon speak different admin protocol versions.
+    pub const VERSION_MISMATCH: &str = "version_mismatch";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case")]
 pub enum AdminRequest {
+    /// First request of a connection: the client's protocol version and name.
+    Hello { protocol: u32, client: String },
     Status,
     List {
         /// "all", "pending", "dead" or "acked".
@@ -46,8 +64,34 @@ pub enum AdminRequest {
     /// Re-spool events (from an export); dedupe applies.
     Import { events: Vec<serde_json::Value> },
     Verify,
-    DlqRetry { seq: Option<u64>, all: bool },
-    DlqDrop { seq: u64 },
+    /// Requeue one dead letter or all; each is written to the spool's audit
+    /// log first (`reason`: the operator's why; `user`: who spoolctl runs as).
+    DlqRetry {
+        seq: Option<u64>,
+        all: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Drop one dead letter; written to the audit log (with the event) first.
+    DlqDrop {
+        seq: u64,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// The newest `limit` entries of the spool's audit log.
+    Audit { limit: u32 },
+}
+
+/// `data` of `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloData {
+    pub protocol: u32,
+    /// e.g. "spoold 0.1.0".
+    pub server: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

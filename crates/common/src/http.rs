@@ -44,14 +44,22 @@ pub struct ServerLimits {
     pub shutdown_drain_timeout: Duration,
 }
 
+/// Defaults of the listener limits, defined once here; spoold's `[limits]`
+/// and ledgerd take them from here (docs/config.md says why each is what it is).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+pub const BODY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+pub const KEEP_ALIVE_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+pub const SHUTDOWN_DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
 impl Default for ServerLimits {
     fn default() -> ServerLimits {
         ServerLimits {
-            connections_max: 4096,
-            header_read_timeout: Duration::from_secs(5),
-            body_read_timeout: Duration::from_secs(10),
-            keep_alive_idle_timeout: Duration::from_secs(60),
-            shutdown_drain_timeout: Duration::from_secs(30),
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
+            body_read_timeout: BODY_READ_TIMEOUT_DEFAULT,
+            keep_alive_idle_timeout: KEEP_ALIVE_IDLE_TIMEOUT_DEFAULT,
+            shutdown_drain_timeout: SHUTDOWN_DRAIN_TIMEOUT_DEFAULT,
         }
     }
 }

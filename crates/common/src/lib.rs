@@ -5,14 +5,18 @@
 //! - [`tokens`]: bearer tokens, compared in constant time, never printed;
 //! - [`http`]: the server loop with connection hygiene (connection cap, header,
 //!   body and idle timeouts, graceful shutdown) and response helpers;
-//! - [`logging`]: tracing-subscriber set-up, human or JSON;
+//! - [`config`]: TOML errors as one line naming the key and its line;
+//! - [`status`]: the one status document of `/v1/status` and admin `status`;
+//! - [`logging`]: tracing-subscriber set-up, text or JSON, level, colour only on a terminal.
 //! - [`tls`]: rustls server configs from PEM files, for [`http::serve_tls`].
 //!
 //! **Invariant:** no type here prints a token secret, in `Debug` or anywhere else.
 
 pub mod admin;
+pub mod config;
 pub mod http;
 pub mod logging;
+pub mod status;
 pub mod tokens;
 pub mod units;
 pub mod wire;

@@ -111,7 +111,25 @@ pub fn bearer_secret(header: &[u8]) -> Option<&[u8]> {
     Some(rest)
 }
 
-impl TokenSet {
+/// A secret (e.g. the ledger token a node presents) that never prints:
+/// `Debug` shows `<redacted>`; only [`Secret::expose`] gives the text.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ impl std::str::FromStr for Bytes {
         s.trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| Bytes(b.as_u64()))
-            .map_err(|e| format!("{s:?} is not a size (try \"64KiB\" or \"10GiB\"): {e}"))
+            // bytesize's own text repeats itself ("couldn't parse … , Failed to parse unit …").
+            .map_err(|_| format!("{s:?} is not a size (try \"64KiB\", \"10GiB\" or a number of bytes)"))
     }
 }
 
@@ -62,7 +63,7 @@ impl std::str::FromStr for Span {
     fn from_str(s: &str) -> Result<Span, String> {
         humantime::parse_duration(s.trim())
             .map(Span)
-            .map_err(|e| format!("{s:?} is not a duration (try \"5s\", \"100ms\" or \"7d\"): {e}"))
+            .map_err(|_| format!("{s:?} is not a duration (try \"5s\", \"100ms\" or \"7d\")"))
     }
 }
 

@@ -61,28 +61,31 @@ pub const RESCAN_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest error text kept for `/v1/status`.
 const LAST_ERROR_BYTES_MAX: usize = 512;
+
+/// Defaults of SPEC §5 `[ledger]` / `[retry]`, defined once here; spoold's
+/// config takes them from here (docs/config.md says why each is what it is).
+pub const BATCH_EVENTS_MAX_DEFAULT: usize = 500;
+pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1 << 20;
+pub const INFLIGHT_BATCHES_MAX_DEFAULT: usize = 4;
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+pub const RETRY_INITIAL_DEFAULT: Duration = Duration::from_millis(100);
+pub const RETRY_MAX_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How often an idle forwarder probes the ledger's `/readyz`, so that
+/// `spoold_ledger_up` follows reachability when nothing is being forwarded
+/// (an idle node must not look cut off, nor a cut-off idle node look fine).
+/// 5 s: a quarter of a typical 20 s scrape-and-alert resolution, one tiny GET.
+pub const LEDGER_PROBE_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
+/// Longest wait for a probe answer: a ledger slower than this to say "ready"
+/// is not one a batch should wait for either.
+const LEDGER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest response body read from a ledger, in bytes: a results array for the
 /// largest batch is far smaller; a bigger body is a broken ledger.
 const RESPONSE_BYTES_MAX: usize = 32 << 20;
 
-/// A secret that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret that never prints (defined in `common::tokens`, where every
+/// secret type lives).
+pub use common::tokens::Secret;
 
 /// Forwarder settings, from the daemon's validated config (`[ledger]`, `[retry]`).
 #[derive(Debug, Clone)]
@@ -109,6 +112,9 @@ pub struct ForwarderConfig {
     pub idle_poll: Duration,
     /// Interval of scans from the start while busy (see [`RESCAN_INTERVAL_DEFAULT`]).
     pub rescan_interval: Duration,
+    /// Interval of `/readyz` probes while no batch is in flight (see
+    /// [`LEDGER_PROBE_INTERVAL_DEFAULT`]).
+    pub probe_interval: Duration,
 }
 
 impl ForwarderConfig {
@@ -118,16 +124,44 @@ impl ForwarderConfig {
             node_id: node_id.into(),
             urls,
             token,
-            batch_events_max: 500,
-            batch_bytes_max: 1 << 20,
-            inflight_batches_max: 4,
-            request_timeout: Duration::from_secs(10),
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(30),
+            batch_events_max: BATCH_EVENTS_MAX_DEFAULT,
+            batch_bytes_max: usize::try_from(BATCH_BYTES_MAX_DEFAULT).unwrap_or(usize::MAX),
+            inflight_batches_max: INFLIGHT_BATCHES_MAX_DEFAULT,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            retry_initial: RETRY_INITIAL_DEFAULT,
+            retry_max: RETRY_MAX_DEFAULT,
             idle_poll: IDLE_POLL_DEFAULT,
             rescan_interval: RESCAN_INTERVAL_DEFAULT,
+            probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,
         }
     }
+}
+
+/// Parses a ledger base URL: `http` or `https` (any case), a host, no user
+/// info, query or fragment. Returns the normalised form (scheme and host
+/// lower-case, no trailing `/`) that the forwarder posts to. The daemon's
+/// config check calls this same function, so a URL the check accepts is one
+/// the forwarder accepts.
+pub fn parse_ledger_url(s: &str) -> Result<String, ForwarderError> {
+    let bad = |why: &str| ForwarderError::BadUrl(format!("{s:?} {why}"));
+    let u = url::Url::parse(s.trim()).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("must be an http:// or https:// URL"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        // Not echoed: the text holds a password.
+        return Err(ForwarderError::BadUrl(format!(
+            "{:?} must not hold credentials (use ledger.token_file)",
+            format!("{}://…@{}", u.scheme(), u.host_str().unwrap_or(""))
+        )));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(u.as_str().trim_end_matches('/').to_owned())
 }
 
 /// Errors of [`spawn`].
@@ -135,7 +169,7 @@ impl ForwarderConfig {
 pub enum ForwarderError {
     #[error("ledger urls: none given")]
     NoUrls,
-    #[error("ledger url {0:?}: must start with http:// or https://")]
+    #[error("{0}")]
     BadUrl(String),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
@@ -228,6 +262,22 @@ impl ForwarderHandle {
         self.shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The forwarder's part of the node's status document.
+    pub fn ledger_status(&self) -> common::status::LedgerStatus {
+        let s = self.status();
+        common::status::LedgerStatus {
+            forwarding: true,
+            up: s.ledger_up,
+            last_error: s.last_error,
+            last_error_at: s.last_error_at,
+            last_success_at: s.last_success_at,
+            current_url: Some(s.current_url),
+            inflight_batches: Some(s.inflight_batches),
+            events_acked_total: Some(s.events_acked_total),
+            events_dead_total: Some(s.events_dead_total),
+        }
+    }
+
     /// Tells the forwarder new records are pending (call after an append):
     /// it looks now instead of at its next poll.
     pub fn wake(&self) {
@@ -238,6 +288,7 @@ impl ForwarderHandle {
     /// (skipping what is in flight): call after records were put back in the
     /// pending state behind its cursor (`dlq retry`, import).
     pub fn rescan(&self) {
+        tracing::debug!("rescan requested");
         self.shared.rescan.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
     }
@@ -262,8 +313,8 @@ pub fn spawn(
     if cfg.urls.is_empty() {
         return Err(ForwarderError::NoUrls);
     }
-    if let Some(u) = cfg.urls.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-        return Err(ForwarderError::BadUrl(u.clone()));
+    for u in &cfg.urls {
+        parse_ledger_url(u)?;
     }
     for (name, v) in [
         ("batch_events_max", cfg.batch_events_max),
@@ -290,8 +341,69 @@ pub fn spawn(
         url_index: AtomicUsize::new(0),
     });
     let ctx = Arc::new(Ctx { spool, cfg, metrics, client, shared: Arc::clone(&shared) });
+    tokio::spawn(probe(Arc::clone(&ctx), shutdown.clone()));
     let task = tokio::spawn(run(ctx, shutdown));
     Ok((ForwarderHandle { shared }, task))
+}
+
+/// Probes the ledgers' `/readyz` (no token, bounded timeout) whenever no batch
+/// is in flight, every `probe_interval`, starting at once: the answer of a
+/// batch is the better signal while forwarding, the probe while idle. Up when
+/// any URL answers 2xx (tried from the current one); down otherwise.
+async fn probe(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ctx.cfg.probe_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let inflight = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches;
+        if inflight > 0 {
+            continue;
+        }
+        let n = ctx.cfg.urls.len();
+        let start = ctx.shared.url_index.load(Ordering::SeqCst);
+        let mut error = String::new();
+        let mut up = false;
+        for i in 0..n {
+            let base = &ctx.cfg.urls[(start + i) % n];
+            let url = format!("{}/readyz", base.trim_end_matches('/'));
+            let timeout = LEDGER_PROBE_TIMEOUT.min(ctx.cfg.request_timeout);
+            match ctx.client.get(&url).timeout(timeout).send().await {
+                Ok(r) if r.status().is_success() => {
+                    up = true;
+                    break;
+                }
+                Ok(r) => error = format!("probe {url}: HTTP {}", r.status().as_u16()),
+                Err(e) => error = format!("probe {url}: {}", error_chain(&e)),
+            }
+        }
+        // A batch may have started meanwhile; its answer wins.
+        let inflight = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches;
+        if inflight == 0 {
+            if up {
+                note_up(&ctx, true, None);
+            } else {
+                note_up(&ctx, false, Some(spool_format::truncate(&error, LAST_ERROR_BYTES_MAX)));
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, spool::SpoolError> + Send + 'static) -> Result<T, String> {

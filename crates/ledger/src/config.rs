@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::logging::{LogFormat, LogSettings};
 use common::tokens::TokenSet;
 use common::units::{Bytes, Span};
 use serde::Deserialize;
@@ -94,15 +95,17 @@ struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
-    #[serde(default)]
-    json: bool,
+    /// Older spelling of `format = "json"`.
+    json: Option<bool>,
+    format: Option<LogFormat>,
+    level: Option<String>,
 }
 
-/// toml's rendering names the unknown or malformed key and shows its line.
-fn toml_err(file: &str, e: &toml::de::Error) -> ConfigError {
-    let text = e.to_string();
-    let text: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    err(file, text.join(" "))
+/// One line naming the dotted key and its line (`limits.body_bytes_max: … (line 7)`),
+/// the same rendering as spoold's.
+fn toml_err(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (key, message) = common::config::toml_error(text, e);
+    err(key.as_deref().unwrap_or("config"), message)
 }
 
 /// Command-line values that override the file.
@@ -111,6 +114,10 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub store: Option<String>,
     pub tokens_file: Option<PathBuf>,
+    /// `--log-format`, overrides `[log] format`.
+    pub log_format: Option<LogFormat>,
+    /// `--log-level`, overrides `[log] level` and RUST_LOG.
+    pub log_level: Option<String>,
 }
 
 /// The validated configuration.
@@ -129,7 +136,8 @@ pub struct Config {
     pub connections_max: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
-    pub log_json: bool,
+    pub tokens_file: PathBuf,
+    pub log: LogSettings,
 }
 
 impl Config {
@@ -139,7 +147,7 @@ impl Config {
             None => RawConfig::default(),
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| err("--config", format!("read {}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| toml_err(&p.display().to_string(), &e))?
+                toml::from_str(&text).map_err(|e| toml_err(&text, &e))?
             }
         };
         Config::from_raw(raw, over)
@@ -147,7 +155,7 @@ impl Config {
 
     /// Parses TOML text (for tests) and validates.
     pub fn parse(text: &str, over: &Overrides) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_err("config", &e))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_err(text, &e))?;
         Config::from_raw(raw, over)
     }
 
@@ -177,12 +185,13 @@ impl Config {
         } else {
             return Err(err("store.url", "must start with sled:// or postgres://"));
         }
+        let tokens_key = if over.tokens_file.is_some() { "--tokens-file" } else { "auth.tokens_file" };
         let tokens_file = over
             .tokens_file
             .clone()
             .or(raw.auth.tokens_file)
             .ok_or_else(|| err("auth.tokens_file", "required: ledgerd never serves anonymous requests"))?;
-        let tokens = TokenSet::load(&tokens_file).map_err(|e| err("auth.tokens_file", e))?;
+        let tokens = TokenSet::load(&tokens_file).map_err(|e| err(tokens_key, e))?;
         if tokens.is_empty() {
             return Err(err("auth.tokens_file", "holds no token"));
         }
@@ -219,7 +228,21 @@ impl Config {
         if connections_max == 0 {
             return Err(err("limits.connections_max", "must be at least 1"));
         }
+        let format = over.log_format.or(raw.log.format).unwrap_or(if raw.log.json == Some(true) {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        });
+        let (level_key, level) = match (&over.log_level, raw.log.level) {
+            (Some(l), _) => ("--log-level", Some(l.clone())),
+            (None, l) => ("log.level", l),
+        };
+        if let Some(l) = &level {
+            LogSettings::check_level(l).map_err(|e| err(level_key, e))?;
+        }
         Ok(Config {
+            tokens_file,
+            log: LogSettings { format, level },
             listen,
             tls,
             store_url,
@@ -228,11 +251,28 @@ impl Config {
             body_bytes_max: usize::try_from(body_bytes_max).map_err(|_| err("limits.body_bytes_max", "too large"))?,
             batch_events_max,
             connections_max,
-            header_read_timeout: l.header_read_timeout.map_or(Duration::from_secs(5), Span::get),
+            header_read_timeout: l.header_read_timeout.map_or(common::http::HEADER_READ_TIMEOUT_DEFAULT, Span::get),
             // A 16 MiB body at 1 MiB/s: slow links still make it, stalled ones are cut.
             body_read_timeout: l.body_read_timeout.map_or(Duration::from_secs(30), Span::get),
-            log_json: raw.log.json,
         })
+    }
+
+    /// Every effective value, one `key = value` each, for `--check-config
+    /// --print`; the store URL's password and token secrets are redacted.
+    pub fn effective_values(&self) -> Vec<(&'static str, String)> {
+        let span = |d: Duration| common::units::Span(d).to_string();
+        vec![
+            ("listen.addr", self.listen.to_string()),
+            ("store.url", crate::store::redact_url(&self.store_url)),
+            ("auth.tokens_file", format!("{} ({} tokens, secrets redacted)", self.tokens_file.display(), self.tokens.len())),
+            ("limits.body_bytes_max", Bytes(self.body_bytes_max as u64).to_string()),
+            ("limits.batch_events_max", self.batch_events_max.to_string()),
+            ("limits.connections_max", self.connections_max.to_string()),
+            ("limits.header_read_timeout", span(self.header_read_timeout)),
+            ("limits.body_read_timeout", span(self.body_read_timeout)),
+            ("log.format", self.log.format.as_str().to_owned()),
+            ("log.level", self.log.effective_level()),
+        ]
     }
 }
 
@@ -266,7 +306,7 @@ mod tests {
         let base = format!("[store]\nurl = \"sled:///tmp/x\"\n[auth]\ntokens_file = {:?}\n", p);
         let check = |text: &str, key: &str| {
             let e = Config::parse(text, &Overrides::default()).expect_err(text);
-            assert!(e.key == key || e.message.contains(key), "{text}: got {e}, want key {key}");
+            assert!(e.to_string().contains(key), "{text}: got {e}, want key {key}");
         };
         check(&format!("{base}[listen]\naddr = \"nope\"\n"), "listen.addr");
         check(&format!("{base}[listen]\nadr = \"127.0.0.1:1\"\n"), "adr");

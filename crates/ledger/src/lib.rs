@@ -27,6 +27,7 @@
 //! - Bounded: body bytes, events per batch, connections, query page size, index
 //!   entries scanned per query, database connections.
 
+pub mod any_store;
 pub mod config;
 pub mod pg_store;
 pub mod server;
@@ -34,4 +35,5 @@ pub mod sled_store;
 pub mod store;
 
 pub use config::{Config, ConfigError, Overrides, Role};
-pub use store::{AnyStore, Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};
+pub use any_store::AnyStore;
+pub use store::{Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};

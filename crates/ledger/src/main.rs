@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use common::http::ServerLimits;
 use ledger::server::{Api, ApiLimits, LedgerMetrics};
-use ledger::store::redact_url;
 use ledger::{AnyStore, Config, Overrides, Store};
 use prometheus_client::registry::Registry;
 
@@ -36,7 +35,13 @@ struct Cli {
     /// Tokens file, overrides [auth] tokens_file.
     #[arg(long)]
     tokens_file: Option<PathBuf>,
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Log format, overrides [log] format: text (default) or json.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<common::logging::LogFormat>,
+    /// Log level or filter, overrides [log] level and RUST_LOG (info, debug, …).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Validate the configuration with start-up's own checks and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
     /// Start even if the sled store holds less than its state file says was
@@ -52,6 +57,9 @@ struct Cli {
     /// Print a completion script for SHELL to stdout and exit.
     #[arg(long, value_enum, value_name = "SHELL", exclusive = true)]
     completions: Option<clap_complete::Shell>,
+    /// With --check-config: also print every effective value, secrets redacted.
+    #[arg(long, requires = "check_config")]
+    print: bool,
 }
 
 /// Exit code when the store regressed (docs/operations.md). Distinct from 1
@@ -64,24 +72,30 @@ fn main() {
     if let Some(printed) = buildinfo::print_cli_docs(<Cli as clap::CommandFactory>::command(), cli.man, cli.completions) {
         std::process::exit(if printed.is_ok() { 0 } else { 1 });
     }
-    let over = Overrides { listen: cli.listen.clone(), store: cli.store.clone(), tokens_file: cli.tokens_file.clone() };
+    let over = Overrides {
+        listen: cli.listen.clone(),
+        store: cli.store.clone(),
+        tokens_file: cli.tokens_file.clone(),
+        log_format: cli.log_format,
+        log_level: cli.log_level.clone(),
+    };
     let cfg = match Config::load(cli.config.as_deref(), &over) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ledgerd: invalid configuration: {e}");
+            eprintln!("ledgerd: config error: {e}");
             std::process::exit(2);
         }
     };
     if cli.check_config {
-        println!(
-            "ledgerd: configuration ok (store {}, {} tokens, {})",
-            redact_url(&cfg.store_url),
-            cfg.tokens.len(),
-            if cfg.tls.is_some() { "TLS" } else { "plain HTTP" }
-        );
+        println!("config ok");
+        if cli.print {
+            for (k, v) in cfg.effective_values() {
+                println!("{k} = {v}");
+            }
+        }
         return;
     }
-    common::logging::init(cfg.log_json);
+    common::logging::init(&cfg.log);
     durable::init_failpoints();
     let accept = cli.accept_store_regression;
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -101,7 +115,7 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
     let store = match AnyStore::open(&cfg.store_url, accept_regression) {
         Ok(s) => s,
         Err(ledger::StoreError::Config(m)) => {
-            eprintln!("ledgerd: invalid configuration: store.url: {m}");
+            eprintln!("ledgerd: config error: store.url: {m}");
             std::process::exit(2);
         }
         Err(ledger::StoreError::Regressed(m)) => {

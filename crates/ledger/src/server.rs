@@ -191,9 +191,17 @@ impl<S: Store> Api<S> {
             node: String,
             events: Vec<serde_json::Value>,
         }
-        let batch: RawBatch = match serde_json::from_slice(&body) {
+        // Strict: a duplicate key anywhere (`node`, an event's `amount`) refuses the
+        // whole batch, naming the key's path in `field`.
+        let batch: RawBatch = match spool_format::json::from_slice_strict_as(&body) {
             Ok(b) => b,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, ErrorDetail::new("invalid_json", e.to_string())),
+            Err(e) => {
+                let mut detail = ErrorDetail::new("invalid_json", e.message);
+                if let Some(key) = e.duplicate_key {
+                    detail = detail.with_field(key);
+                }
+                return error_response(StatusCode::BAD_REQUEST, detail);
+            }
         };
         if batch.node.is_empty() || batch.node.len() > spool_format::NODE_BYTES_MAX {
             return error_response(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
+pub use common::admin::DEFAULT_ADMIN_SOCKET as DEFAULT_SOCKET;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,8 +17,12 @@ pub const DEFAULT_SOCKET: &str = "/run/spoold/admin.sock";
         (--socket, default /run/spoold/admin.sock). With --spool-dir it opens a \
         stopped daemon's spool directly; if the daemon still holds the spool it \
         says so and exits 3.",
-    after_help = "Exit codes: 0 ok, 1 check failed or not found, 2 usage or config error, \
-        3 cannot reach the daemon or open the spool."
+    after_help = "Records are named seq:N or id:X (a bare key is an id, or a seq when all \
+        digits; a bare number that is one record's seq and another's id is refused as ambiguous).\n\
+        With --json, lists are JSONL ending with {\"summary\":{\"records\":N,\"next\":SEQ}} \
+        (next only when more exist) and errors are one JSON line on stderr.\n\
+        Exit codes: 0 ok, 1 check failed or not found (also an unreadable or unwritable file), \
+        2 usage or config error, 3 cannot reach the daemon or open the spool."
 )]
 pub struct Cli {
     /// Admin socket of the running spoold [default: $SPOOLCTL_SOCKET, else /run/spoold/admin.sock]
@@ -30,7 +34,7 @@ pub struct Cli {
     /// Node id to stamp on records imported offline (spoold.toml `node_id` of the spool's owner)
     #[arg(long, global = true, value_name = "ID")]
     pub node_id: Option<String>,
-    /// Machine-readable JSON output instead of tables
+    /// Machine-readable output: one JSON document, or JSONL for lists (ending with a summary line); errors as JSON on stderr
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -45,9 +49,18 @@ pub enum Cmd {
     Ls(LsArgs),
     /// One record, decoded, with its state and attempts
     Show {
-        /// An event id or a seq number
-        #[arg(value_name = "ID-OR-SEQ")]
+        /// seq:N, id:X, or a bare id (or seq, when all digits and unambiguous)
+        #[arg(value_name = "seq:N|id:X")]
         key: String,
+    },
+    /// Live view: ingest and forward rates, depth, oldest pending age, ledger state, commit rate
+    Top {
+        /// Print one frame (two samples INTERVAL apart) and exit
+        #[arg(long)]
+        once: bool,
+        /// Sampling interval, e.g. "1s", "500ms"
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        interval: common::units::Span,
     },
     /// Newest records; with -f, keep printing new ones
     Tail {
@@ -63,10 +76,17 @@ pub enum Cmd {
     },
     /// Export records as JSONL (one record per line), for audit or to move a spool
     Export(ExportArgs),
-    /// Re-spool events from a JSONL export (or JSONL of bare events); dedupe applies
+    /// Re-spool events from a JSONL export (or JSONL of bare events); dedupe applies.
+    /// Only pending records of an export are re-spooled unless told otherwise; skipped ones are counted
     Import {
         /// JSONL file written by `spoolctl export`
         file: PathBuf,
+        /// Also re-spool records the export shows as acked (already in the ledger: the ledger answers duplicate)
+        #[arg(long)]
+        include_acked: bool,
+        /// Also re-spool dead letters (the ledger refused them once; they will be sent again)
+        #[arg(long)]
+        include_dead: bool,
     },
     /// Check every record's checksum and the indexes; exit 1 on any fault
     Verify,
@@ -159,20 +179,32 @@ pub enum DlqCmd {
     },
     /// Put a dead letter (or all) back in the pending queue
     Retry {
-        /// Seq or event id of the dead letter
-        #[arg(value_name = "ID-OR-SEQ", required_unless_present = "all", conflicts_with = "all")]
+        /// seq:N or id:X of the dead letter (a bare key as for show)
+        #[arg(value_name = "seq:N|id:X", required_unless_present = "all", conflicts_with = "all")]
         key: Option<String>,
         /// Retry every dead letter
         #[arg(long)]
         all: bool,
+        /// Why, for the spool's audit log
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Remove a dead letter for good (needs --yes)
     Drop {
-        /// Seq or event id of the dead letter
-        #[arg(value_name = "ID-OR-SEQ")]
+        /// seq:N or id:X of the dead letter (a bare key as for show)
+        #[arg(value_name = "seq:N|id:X")]
         key: String,
         /// Confirm: the event is removed from this spool for good
         #[arg(long)]
         yes: bool,
+        /// Why, for the spool's audit log (the dropped event is kept there)
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// The spool's audit log: every dlq retry and drop (who, when, which, why)
+    Audit {
+        /// Most entries to print (the newest)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
     },
 }

@@ -43,6 +43,9 @@ const IMPORT_LINE_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug)]
 struct Fail {
     code: u8,
+    /// Machine-readable kind for `--json` errors: the daemon's error code
+    /// (`not_found`, `invalid_request`, …) or one named after the exit code.
+    kind: String,
     msg: String,
 }
 
@@ -55,12 +58,33 @@ impl std::fmt::Display for Fail {
 impl std::error::Error for Fail {}
 
 fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Fail { code, msg: msg.into() })
+    let kind = match code {
+        EXIT_USAGE => "usage",
+        EXIT_UNREACHABLE => "unreachable",
+        _ => "failed",
+    };
+    anyhow::Error::new(Fail { code, kind: kind.to_owned(), msg: msg.into() })
+}
+
+/// An error as one JSON line on stderr (under `--json`):
+/// `{"error":{"code":"not_found","message":"…","exit_code":1}}`.
+fn print_json_error(kind: &str, msg: &str, exit_code: u8) {
+    let v = serde_json::json!({"error": {"code": kind, "message": msg, "exit_code": exit_code}});
+    eprintln!("{v}");
 }
 
 fn main() -> ExitCode {
+    let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        // Usage errors under --json: a JSON line, exit 2.
+        Err(e) if json && e.use_stderr() => {
+            let msg = e.kind().to_string();
+            let detail = e.to_string();
+            let first = detail.lines().next().unwrap_or(&msg).trim_start_matches("error: ");
+            print_json_error("usage", first, EXIT_USAGE);
+            return ExitCode::from(EXIT_USAGE);
+        }
         // Help and version exit 0; usage errors exit 2.
         Err(e) => e.exit(),
     };
@@ -77,9 +101,17 @@ fn main() -> ExitCode {
         // The reader went away (`spoolctl ls | head`): stop quietly, like any filter.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Fail>() {
+            Some(f) if json => {
+                print_json_error(&f.kind, &f.msg, f.code);
+                ExitCode::from(f.code)
+            }
             Some(f) => {
                 eprintln!("spoolctl: {}", f.msg);
                 ExitCode::from(f.code)
+            }
+            None if json => {
+                print_json_error("failed", &format!("{e:#}"), EXIT_FAILED);
+                ExitCode::from(EXIT_FAILED)
             }
             None => {
                 eprintln!("spoolctl: {e:#}");
@@ -120,6 +152,9 @@ impl Backend {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
         match admin::Client::connect(&path).await {
             Ok(client) => Ok(Backend::Online { client, path }),
+            Err(e @ admin::AdminError::VersionMismatch(_)) => {
+                Err(anyhow::Error::new(Fail { code: EXIT_UNREACHABLE, kind: "version_mismatch".into(), msg: e.to_string() }))
+            }
             Err(e) => Err(fail(
                 EXIT_UNREACHABLE,
                 format!(
@@ -178,7 +213,8 @@ impl Backend {
                 Some(codes::BUSY) => EXIT_UNREACHABLE,
                 _ => EXIT_FAILED,
             };
-            return Err(fail(code, msg));
+            let kind = resp.code.unwrap_or_else(|| "failed".into());
+            return Err(anyhow::Error::new(Fail { code, kind, msg }));
         }
         let data = resp.data.unwrap_or(serde_json::Value::Null);
         serde_json::from_value(data).context("decode the daemon's answer")
@@ -204,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("render man page")?;
             return Ok(0);
         }
-        Cmd::Dlq { cmd: DlqCmd::Drop { key, yes: false } } => {
+        Cmd::Dlq { cmd: DlqCmd::Drop { key, yes: false, .. } } => {
             return Err(fail(
                 EXIT_USAGE,
                 format!(
@@ -234,7 +270,6 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Status => {
             let mut s: StatusData = b.call_ok(AdminRequest::Status).await?;
             if let Backend::Offline { .. } = b {
-                s.extra.insert("mode".into(), "offline".into());
                 if cli.node_id.is_none() {
                     // Offline, the daemon's config is not read: name the node
                     // from the newest record instead of a made-up id.
@@ -252,7 +287,9 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Ls(args) => {
             let records = list(b, args.state(), args.from_seq, args.limit).await?;
             output::print_records(&records.0, json, false)?;
-            if let (Some(next), false) = (records.1, json) {
+            if json {
+                output::print_summary(records.0.len(), records.1)?;
+            } else if let Some(next) = records.1 {
                 eprintln!("(more records from seq {next}; use --from-seq {next} or a larger --limit)");
             }
             Ok(0)
@@ -267,12 +304,15 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Tail { follow, lines, interval } => tail(b, *follow, *lines, interval.get(), json).await,
+        Cmd::Top { once, interval } => top(b, *once, interval.get(), json).await,
         Cmd::Export(args) => export(b, args, json).await,
-        Cmd::Import { file } => import(b, file, json).await,
+        Cmd::Import { file, include_acked, include_dead } => import(b, file, *include_acked, *include_dead, json).await,
         Cmd::Verify => {
             let v: VerifyData = b.call_ok(AdminRequest::Verify).await?;
             if json {
-                output::print_json(&v)?;
+                // JSONL: one fault a line, then the summary.
+                output::print_lines(&v.faults)?;
+                output::print_line(&serde_json::json!({"summary": {"records": v.records, "faults": v.faults.len()}}))?;
             } else if v.faults.is_empty() {
                 outln!("verified {} records: no faults", v.records);
             } else {
@@ -322,6 +362,10 @@ async fn tail(b: &mut Backend, follow: bool, lines: u32, interval: Duration, jso
     let mut last = t.records.last().map(|r| r.seq);
     output::print_records(&t.records, json, follow)?;
     if !follow {
+        if json {
+            // The newest records: nothing follows them yet.
+            output::print_summary(t.records.len(), None)?;
+        }
         return Ok(0);
     }
     let mut header = !t.records.is_empty();
@@ -339,6 +383,114 @@ async fn tail(b: &mut Backend, follow: bool, lines: u32, interval: Duration, jso
                 output::print_rows(&l.records, !header)?;
                 header = true;
             }
+        }
+    }
+}
+
+/// One frame of `top`: rates over the last interval and the state now.
+#[derive(Debug, serde::Serialize)]
+struct TopFrame {
+    node_id: String,
+    mode: String,
+    interval_seconds: f64,
+    /// New records per second (seq numbers taken), all clients together.
+    ingest_events_per_second: f64,
+    /// Events the ledger accepted per second (online, forwarding only).
+    forward_events_per_second: Option<f64>,
+    /// Group commits per second (each one fsync; ingest and the forwarder's
+    /// acks both commit).
+    commits_per_second: f64,
+    /// Mean group-commit latency over the interval (online, with commits).
+    commit_latency_ms: Option<f64>,
+    pending_events: u64,
+    dead_letters: u64,
+    spool_bytes: u64,
+    spool_bytes_max: u64,
+    oldest_pending_age_seconds: Option<f64>,
+    ledger_forwarding: bool,
+    ledger_up: Option<bool>,
+    ledger_last_error: Option<String>,
+    ledger_last_error_age_seconds: Option<f64>,
+}
+
+async fn top_frame(b: &mut Backend, interval: Duration) -> anyhow::Result<TopFrame> {
+    let a: StatusData = b.call_ok(AdminRequest::Status).await?;
+    tokio::time::sleep(interval).await;
+    let z: StatusData = b.call_ok(AdminRequest::Status).await?;
+    let secs = (z.generated_at - a.generated_at).as_seconds_f64().max(1e-3);
+    let rate = |from: u64, to: u64| to.saturating_sub(from) as f64 / secs;
+    let forward = match (a.ledger.events_acked_total, z.ledger.events_acked_total) {
+        (Some(x), Some(y)) => Some(rate(x, y)),
+        _ => None,
+    };
+    Ok(TopFrame {
+        node_id: z.node_id.clone(),
+        mode: z.mode.clone(),
+        interval_seconds: secs,
+        ingest_events_per_second: rate(a.spool.next_seq, z.spool.next_seq),
+        forward_events_per_second: forward,
+        commits_per_second: rate(a.spool.commits, z.spool.commits),
+        commit_latency_ms: match (a.spool.commit_seconds_total, z.spool.commit_seconds_total) {
+            (Some(x), Some(y)) if z.spool.commits > a.spool.commits => {
+                Some((y - x).max(0.0) * 1000.0 / (z.spool.commits - a.spool.commits) as f64)
+            }
+            _ => None,
+        },
+        pending_events: z.spool.pending_events,
+        dead_letters: z.dead_letters,
+        spool_bytes: z.spool.bytes,
+        spool_bytes_max: z.spool.bytes_max,
+        oldest_pending_age_seconds: z.spool.oldest_pending_age_seconds,
+        ledger_forwarding: z.ledger.forwarding,
+        ledger_up: z.ledger.up,
+        ledger_last_error: z.ledger.last_error.clone(),
+        ledger_last_error_age_seconds: z.ledger.last_error_at.map(|t| (z.generated_at - t).as_seconds_f64().max(0.0)),
+    })
+}
+
+/// `top`: a frame every interval (clearing the screen on a terminal), or one
+/// with `--once`; `--json` prints each frame as one JSON line.
+async fn top(b: &mut Backend, once: bool, interval: Duration, json: bool) -> anyhow::Result<u8> {
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let f = top_frame(b, interval).await?;
+        if json {
+            output::print_line(&f)?;
+        } else {
+            if tty && !once {
+                // Clear the screen and go home: a redraw, not a scroll.
+                print!("\x1b[2J\x1b[H");
+            }
+            let ledger = match (f.mode.as_str(), f.ledger_forwarding, f.ledger_up) {
+                ("offline", _, _) => "unknown (offline)".to_owned(),
+                (_, false, _) => "forwarding off".to_owned(),
+                (_, true, None) => "unknown".to_owned(),
+                (_, true, Some(true)) => "up".to_owned(),
+                (_, true, Some(false)) => "DOWN".to_owned(),
+            };
+            outln!("spoolctl top — {} ({}), every {:.1}s", f.node_id, f.mode, f.interval_seconds);
+            outln!("{:<16}{:.1} events/s", "ingest", f.ingest_events_per_second);
+            match f.forward_events_per_second {
+                Some(r) => outln!("{:<16}{r:.1} events/s", "forward"),
+                None => outln!("{:<16}-", "forward"),
+            }
+            match f.commit_latency_ms {
+                Some(ms) => outln!("{:<16}{:.1}/s, mean {ms:.2} ms (group commits, one fsync each)", "commits", f.commits_per_second),
+                None => outln!("{:<16}{:.1}/s (group commits, one fsync each)", "commits", f.commits_per_second),
+            }
+            outln!("{:<16}{} events, {} dead", "depth", f.pending_events, f.dead_letters);
+            outln!("{:<16}{} of {}", "spool bytes", common::units::Bytes(f.spool_bytes), common::units::Bytes(f.spool_bytes_max));
+            match f.oldest_pending_age_seconds {
+                Some(s) => outln!("{:<16}{s:.1}s", "oldest pending"),
+                None => outln!("{:<16}none", "oldest pending"),
+            }
+            outln!("{:<16}{ledger}", "ledger");
+            if let (Some(e), Some(age)) = (&f.ledger_last_error, f.ledger_last_error_age_seconds) {
+                outln!("{:<16}{age:.0}s ago: {e}", "last error");
+            }
+        }
+        if once {
+            return Ok(0);
         }
     }
 }
@@ -365,17 +517,17 @@ async fn export(b: &mut Backend, args: &ExportArgs, json: bool) -> anyhow::Resul
         Box::new(std::io::stdout().lock())
     } else {
         let f = std::fs::File::create(&partial)
-            .map_err(|e| fail(EXIT_USAGE, format!("cannot create {}: {e}", partial.display())))?;
+            .map_err(|e| fail(EXIT_FAILED, format!("cannot create {}: {e}", partial.display())))?;
         Box::new(f)
     };
     let mut w = std::io::BufWriter::new(sink);
 
     let status: StatusData = b.call_ok(AdminRequest::Status).await?;
     let total = match args.state {
-        StateArg::All => status.pending_events + status.dead_events + status.acked_events,
-        StateArg::Pending => status.pending_events,
-        StateArg::Dead => status.dead_events,
-        StateArg::Acked => status.acked_events,
+        StateArg::All => status.spool.pending_events + status.spool.dead_events + status.spool.acked_events,
+        StateArg::Pending => status.spool.pending_events,
+        StateArg::Dead => status.spool.dead_events,
+        StateArg::Acked => status.spool.acked_events,
     };
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);
@@ -462,8 +614,8 @@ fn read_bounded_line(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> std
     Ok(Some(true))
 }
 
-async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> {
-    let f = std::fs::File::open(file).map_err(|e| fail(EXIT_USAGE, format!("cannot open {}: {e}", file.display())))?;
+async fn import(b: &mut Backend, file: &Path, include_acked: bool, include_dead: bool, json: bool) -> anyhow::Result<u8> {
+    let f = std::fs::File::open(file).map_err(|e| fail(EXIT_FAILED, format!("cannot open {}: {e}", file.display())))?;
     let mut reader = std::io::BufReader::new(f);
     let mut report = ImportReport::default();
     // Line numbers of the events in the current chunk, for issue reports.
@@ -472,6 +624,9 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
     let mut issue_lines: Vec<(usize, String)> = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0usize;
+    // Export records not pending, left out unless asked for (acked: already
+    // in the ledger; dead: refused by it once).
+    let (mut skipped_acked, mut skipped_dead) = (0u64, 0u64);
     loop {
         let line = read_bounded_line(&mut reader, IMPORT_LINE_BYTES_MAX, &mut buf)
             .with_context(|| format!("read {}", file.display()))?;
@@ -485,11 +640,23 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<serde_json::Value>(&buf) {
+        // Strict: a line with a duplicate key is refused (named), never guessed at.
+        match spool_format::json::from_slice_strict(&buf) {
             Ok(v) => {
                 // An export line is a record; take its event. A bare event is taken as is.
                 let event = match v {
                     serde_json::Value::Object(mut o) if o.contains_key("seq") && o.contains_key("event") => {
+                        match o.get("state").and_then(|s| s.as_str()) {
+                            Some("acked") if !include_acked => {
+                                skipped_acked += 1;
+                                continue;
+                            }
+                            Some("dead") if !include_dead => {
+                                skipped_dead += 1;
+                                continue;
+                            }
+                            _ => {}
+                        }
                         o.remove("event").unwrap_or(serde_json::Value::Null)
                     }
                     other => other,
@@ -512,7 +679,8 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
         let issues: Vec<_> = issue_lines.iter().map(|(l, m)| serde_json::json!({"line": l, "issue": m})).collect();
         output::print_json(&serde_json::json!({
             "accepted": report.accepted, "duplicate": report.duplicate, "conflict": report.conflict,
-            "invalid": report.invalid, "failed": report.failed, "issues": issues,
+            "invalid": report.invalid, "failed": report.failed,
+            "skipped_acked": skipped_acked, "skipped_dead": skipped_dead, "issues": issues,
         }))?;
     } else {
         outln!(
@@ -524,6 +692,12 @@ async fn import(b: &mut Backend, file: &Path, json: bool) -> anyhow::Result<u8> 
             report.invalid,
             report.failed
         );
+        if skipped_acked + skipped_dead > 0 {
+            outln!(
+                "skipped {skipped_acked} acked and {skipped_dead} dead record(s) of the export \
+                 (only pending ones are re-spooled; --include-acked / --include-dead to take them)"
+            );
+        }
         for (l, m) in &issue_lines {
             outln!("  line {l}: {m}");
         }
@@ -553,11 +727,14 @@ async fn send_chunk(
     Ok(())
 }
 
-/// Resolves a dead letter's seq from a seq number or an event id.
+/// Who runs spoolctl, for the audit log (the daemon records the uid itself).
+fn user_name() -> Option<String> {
+    ["SUDO_USER", "USER", "LOGNAME"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// Resolves a dead letter's seq from `seq:N`, `id:X` or a bare key, the way
+/// `show` does (an ambiguous bare number is refused, never guessed).
 async fn resolve_seq(b: &mut Backend, key: &str) -> anyhow::Result<u64> {
-    if let Ok(seq) = key.parse::<u64>() {
-        return Ok(seq);
-    }
     let r: Record = b.call_ok(AdminRequest::Show { key: key.to_owned() }).await?;
     Ok(r.seq)
 }
@@ -567,17 +744,20 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
         DlqCmd::Ls { limit } => {
             let (records, more) = list(b, StateArg::Dead, 0, *limit).await?;
             output::print_records(&records, json, false)?;
-            if let (Some(next), false) = (more, json) {
+            if json {
+                output::print_summary(records.len(), more)?;
+            } else if let Some(next) = more {
                 eprintln!("(more dead letters from seq {next}; use a larger --limit)");
             }
             Ok(0)
         }
-        DlqCmd::Retry { key, all } => {
+        DlqCmd::Retry { key, all, reason } => {
             let seq = match key {
                 Some(k) if !*all => Some(resolve_seq(b, k).await?),
                 _ => None,
             };
-            let r: RetryData = b.call_ok(AdminRequest::DlqRetry { seq, all: *all }).await?;
+            let req = AdminRequest::DlqRetry { seq, all: *all, reason: reason.clone(), user: user_name() };
+            let r: RetryData = b.call_ok(req).await?;
             if json {
                 output::print_json(&r)?;
             } else {
@@ -588,12 +768,41 @@ async fn dlq(b: &mut Backend, cmd: &DlqCmd, json: bool) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        DlqCmd::Drop { key, yes } => {
+        DlqCmd::Audit { limit } => {
+            let a: admin::AuditData = b.call_ok(AdminRequest::Audit { limit: *limit }).await?;
+            if json {
+                output::print_lines(&a.entries)?;
+                output::print_line(&serde_json::json!({"summary": {"records": a.entries.len(), "damaged_lines": a.damaged_lines}}))?;
+            } else {
+                for e in &a.entries {
+                    let at = e.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                    outln!(
+                        "{at}  {:<9}  seq {}  id {}  by {}  ({}: {}){}",
+                        e.action,
+                        e.seq,
+                        e.id,
+                        e.by,
+                        e.dead_code,
+                        e.dead_reason,
+                        e.reason.as_deref().map(|r| format!("  reason: {r}")).unwrap_or_default()
+                    );
+                }
+                if a.entries.is_empty() {
+                    outln!("no audit entries (no dead letter was retried or dropped)");
+                }
+                if a.damaged_lines > 0 {
+                    eprintln!("warning: {} damaged line(s) in the audit log were skipped", a.damaged_lines);
+                }
+            }
+            Ok(if a.damaged_lines > 0 { EXIT_FAILED } else { 0 })
+        }
+        DlqCmd::Drop { key, yes, reason } => {
             if !*yes {
                 return Err(fail(EXIT_USAGE, "refusing to drop without --yes"));
             }
             let seq = resolve_seq(b, key).await?;
-            let d: admin::DropData = b.call_ok(AdminRequest::DlqDrop { seq }).await?;
+            let req = AdminRequest::DlqDrop { seq, reason: reason.clone(), user: user_name() };
+            let d: admin::DropData = b.call_ok(req).await?;
             if json {
                 output::print_json(&d)?;
             } else {

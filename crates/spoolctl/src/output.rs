@@ -57,48 +57,56 @@ fn percent(n: u64, max: u64) -> String {
 }
 
 pub fn print_status(s: &StatusData, mode: &str) -> anyhow::Result<()> {
-    let extra_str = |k: &str| s.extra.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let sp = &s.spool;
+    // Ages are against the document's own time, so they agree with each other.
+    let ago = |t: Option<OffsetDateTime>| t.map(|t| format!("{} ago", age((s.generated_at - t).as_seconds_f64())));
     outln!("{:<16}{mode}", "mode");
     outln!("{:<16}{}", "node", s.node_id);
-    outln!("{:<16}{}", "spool dir", s.spool_dir);
-    outln!("{:<16}{} events", "pending", s.pending_events);
-    outln!("{:<16}{}", "dead letters", s.dead_events);
-    outln!("{:<16}{} events (kept for dedupe/audit)", "acked", s.acked_events);
-    let events = s.pending_events + s.dead_events;
-    outln!("{:<16}{} of {} events ({})", "spool depth", events, s.events_max, percent(events, s.events_max));
-    outln!(
-        "{:<16}{} of {} ({})",
-        "spool bytes",
-        Bytes(s.live_bytes),
-        Bytes(s.bytes_max),
-        percent(s.live_bytes, s.bytes_max)
-    );
-    match (&s.oldest_pending_at, s.oldest_pending_age_seconds) {
-        (Some(at), Some(secs)) => outln!("{:<16}{at} ({} ago)", "oldest pending", age(secs)),
+    outln!("{:<16}{}", "spool dir", sp.dir);
+    outln!("{:<16}{} events", "pending", sp.pending_events);
+    outln!("{:<16}{}", "dead letters", sp.dead_events);
+    outln!("{:<16}{} events (kept for dedupe/audit)", "acked", sp.acked_events);
+    outln!("{:<16}{} of {} events ({})", "spool depth", sp.events, sp.events_max, percent(sp.events, sp.events_max));
+    outln!("{:<16}{} of {} ({})", "spool bytes", Bytes(sp.bytes), Bytes(sp.bytes_max), percent(sp.bytes, sp.bytes_max));
+    match (sp.oldest_pending_at, ago(sp.oldest_pending_at)) {
+        (Some(at), Some(ago)) => outln!("{:<16}{} ({ago})", "oldest pending", rfc3339(at)),
         _ => outln!("{:<16}none", "oldest pending"),
     }
-    let offline = extra_str("mode").as_deref() == Some("offline");
-    let forwarding = s.extra.get("forwarding").and_then(|v| v.as_bool());
-    let ledger = match (s.extra.get("ledger_up").and_then(|v| v.as_bool()), extra_str("ledger_state")) {
-        (_, Some(state)) => state,
-        (Some(true), None) => "up".into(),
-        (Some(false), None) => "down".into(),
-        (None, None) if offline => "unknown (offline: the daemon is not running)".into(),
-        (None, None) if forwarding == Some(false) => "forwarding off (no ledger.urls configured)".into(),
-        (None, None) => "unknown (no forward attempt yet)".into(),
+    if let Some(false) = s.ready {
+        outln!("{:<16}NOT READY: {}", "ready", s.not_ready_reason.as_deref().unwrap_or("unknown"));
+    }
+    let l = &s.ledger;
+    let ledger = match (s.mode.as_str(), l.forwarding, l.up) {
+        ("offline", _, _) => "unknown (offline: the daemon is not running)".to_owned(),
+        (_, false, _) => "forwarding off (no ledger.urls configured)".to_owned(),
+        (_, true, None) => "unknown (no answer or probe yet)".to_owned(),
+        (_, true, Some(up)) => {
+            let word = if up { "up" } else { "DOWN" };
+            match l.current_url.as_deref() {
+                Some(u) => format!("{word} ({u})"),
+                None => word.to_owned(),
+            }
+        }
     };
     outln!("{:<16}{ledger}", "ledger");
-    outln!("{:<16}{}", "last error", extra_str("last_forward_error").unwrap_or_else(|| "none".into()));
-    match s.disk_free_bytes {
+    if l.forwarding {
+        outln!("{:<16}{}", "last success", ago(l.last_success_at).unwrap_or_else(|| "never (since start)".into()));
+        match (&l.last_error, ago(l.last_error_at)) {
+            (Some(e), Some(ago)) => outln!("{:<16}{ago}: {e}", "last error"),
+            (Some(e), None) => outln!("{:<16}{e}", "last error"),
+            (None, _) => outln!("{:<16}none (since start)", "last error"),
+        }
+    }
+    match s.disk.free_bytes {
         Some(b) => outln!("{:<16}{}", "disk free", Bytes(b)),
         None => outln!("{:<16}unknown", "disk free"),
     }
-    match s.disk_free_inodes {
+    match s.disk.free_inodes {
         Some(i) => outln!("{:<16}{i}", "inodes free"),
         None => outln!("{:<16}not reported by the filesystem", "inodes free"),
     }
-    if s.quarantined_events > 0 {
-        outln!("{:<16}{} (corrupt records set aside; run spoolctl verify)", "QUARANTINED", s.quarantined_events);
+    if sp.quarantined_events > 0 {
+        outln!("{:<16}{} (corrupt records set aside; run spoolctl verify)", "QUARANTINED", sp.quarantined_events);
     }
     if s.dead_letters_dropped_total > 0 {
         outln!("{:<16}{}", "dlq dropped", s.dead_letters_dropped_total);
@@ -115,22 +123,43 @@ fn state_text(state: &State) -> String {
     }
 }
 
-/// Prints records: a table, or JSON (one array, or one object per line when
-/// `lines` is set, for streaming).
-pub fn print_records(records: &[Record], json: bool, lines: bool) -> anyhow::Result<()> {
+/// Prints records: a table, or JSONL (one record object a line; the caller
+/// ends a finite list with [`print_summary`]).
+pub fn print_records(records: &[Record], json: bool, _follow: bool) -> anyhow::Result<()> {
     if json {
-        if lines {
-            let mut out = std::io::stdout().lock();
-            for r in records {
-                serde_json::to_writer(&mut out, r)?;
-                writeln!(out)?;
-            }
-            out.flush()?;
-            return Ok(());
-        }
-        return print_json(&records);
+        return print_lines(records);
     }
     print_rows(records, true)
+}
+
+/// One JSON value on one line.
+pub fn print_line<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// JSONL: each value on its own line.
+pub fn print_lines<T: serde::Serialize>(values: &[T]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for v in values {
+        serde_json::to_writer(&mut out, v)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The last line of a `--json` list: `{"summary":{"records":N,"next":SEQ}}`,
+/// `next` present only when more records exist (pass it to `--from-seq`).
+pub fn print_summary(records: usize, next: Option<u64>) -> anyhow::Result<()> {
+    let mut summary = serde_json::json!({"records": records});
+    if let Some(n) = next {
+        summary["next"] = n.into();
+    }
+    print_line(&serde_json::json!({ "summary": summary }))
 }
 
 pub fn print_rows(records: &[Record], header: bool) -> anyhow::Result<()> {

@@ -46,6 +46,34 @@ fn remove(k: &'static str) -> impl FnOnce(&mut serde_json::Map<String, Value>) {
     }
 }
 
+/// The SPEC example as JSON text with `edit` applied to the text: for bytes a
+/// `serde_json::Value` cannot hold (duplicate keys, invalid UTF-8, raw NUL).
+fn raw(name: &str, edit: impl FnOnce(String) -> Vec<u8>) -> Vec<u8> {
+    let text = serde_json::to_string(&event(&format!("raw-{}", name.replace(' ', "-")))).expect("encode");
+    edit(text)
+}
+
+/// The example with `extra` (`,"key":value`) added before the closing brace.
+fn with_tail(name: &str, extra: &str) -> Vec<u8> {
+    raw(name, |t| {
+        let mut t = t.trim_end_matches('}').to_owned();
+        t.push_str(extra);
+        t.push('}');
+        t.into_bytes()
+    })
+}
+
+/// The example with `from` replaced by `to` (once) in its JSON text.
+fn replaced(name: &str, from: &str, to: &[u8]) -> Vec<u8> {
+    raw(name, |t| {
+        let i = t.find(from).expect("text to replace");
+        let mut b = t.as_bytes()[..i].to_vec();
+        b.extend_from_slice(to);
+        b.extend_from_slice(&t.as_bytes()[i + from.len()..]);
+        b
+    })
+}
+
 fn cases() -> Vec<Case> {
     let many_attrs: serde_json::Map<String, Value> =
         (0..33).map(|i| (format!("k{i}"), Value::String("v".into()))).collect();
@@ -111,6 +139,49 @@ fn cases() -> Vec<Case> {
         bad_field("attribute value 1025 bytes", "attributes", set("attributes", json!({"k": "v".repeat(1025)}))),
         // unknown field
         bad_field("unknown field", "tip", set("tip", json!(5))),
+        // Duplicate keys, at any depth, even with equal values or an escaped spelling:
+        // invalid_json naming the key's path in `field`.
+        case("duplicate amount", with_tail("dup amount", r#","amount":9"#), 400, "invalid_json", Some("amount")),
+        case("duplicate id", with_tail("dup id", r#","id":"other""#), 400, "invalid_json", Some("id")),
+        case("duplicate kind same value", with_tail("dup kind", r#","kind":"purchase""#), 400, "invalid_json", Some("kind")),
+        case("duplicate payee", with_tail("dup payee", r#","payee":"4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0""#), 400, "invalid_json", Some("payee")),
+        case("duplicate key escaped spelling", with_tail("dup escaped", r#","\u0061mount":9"#), 400, "invalid_json", Some("amount")),
+        case("duplicate unknown key", with_tail("dup unknown", r#","tip":1,"tip":2"#), 400, "invalid_json", Some("tip")),
+        case("duplicate key in attributes", replaced("dup attr", r#""attributes":{"#, br#""attributes":{"a":"1","a":"2","#), 400, "invalid_json", Some("attributes.a")),
+        case("duplicate attributes key", replaced("dup attr 2", r#""rental_period_days":"7""#, br#""rental_period_days":"7","rental_period_days":"7""#), 400, "invalid_json", Some("attributes.rental_period_days")),
+        // Bytes that are not strict JSON.
+        case("raw invalid utf-8 in a value", replaced("utf8 raw", "Mesh Sofa", b"Mesh \xff Sofa"), 400, "invalid_json", None),
+        case("raw invalid utf-8 in a key", replaced("utf8 key", r#""item":"#, b"\"it\xc3em\":"), 400, "invalid_json", None),
+        case("byte order mark", [b"\xef\xbb\xbf".as_slice(), &with_tail("bom", "")].concat(), 400, "invalid_json", None),
+        case("raw NUL after the object", [with_tail("nul after", "").as_slice(), b"\0"].concat(), 400, "invalid_json", None),
+        case("raw NUL inside a string", replaced("nul raw", "Mesh Sofa", b"Mesh\0Sofa"), 400, "invalid_json", None),
+        case("escaped NUL in item", replaced("nul item", "Mesh Sofa", br"Mesh\u0000Sofa"), 400, "invalid_event", Some("item")),
+        case("escaped NUL in attribute value", replaced("nul attr", r#""rental_period_days":"7""#, br#""rental_period_days":"7\u0000""#), 400, "invalid_event", Some("attributes")),
+        case("escaped NUL in id", replaced("nul id", r#""id":"raw-nul-id""#, br#""id":"a\u0000b""#), 400, "invalid_event", Some("id")),
+        case("lone surrogate in item", replaced("surrogate", "Mesh Sofa", br"Mesh\ud800Sofa"), 400, "invalid_json", None),
+        case("whitespace-only body", b" \n\t ".to_vec(), 400, "invalid_json", None),
+        case("two objects", [with_tail("two a", "").as_slice(), &with_tail("two b", "")].concat(), 400, "invalid_json", None),
+        // Numbers past the integer types: never wrapped, never rounded into range.
+        case("amount 2^64", replaced("amount 2 pow 64", r#""amount":250"#, br#""amount":18446744073709551616"#), 400, "invalid_event", Some("amount")),
+        case("amount u64 max", replaced("amount u64max", r#""amount":250"#, br#""amount":18446744073709551615"#), 400, "invalid_event", Some("amount")),
+        case("amount below i64 min", replaced("amount i64min", r#""amount":250"#, br#""amount":-9223372036854775809"#), 400, "invalid_event", Some("amount")),
+        case("amount exponent", replaced("amount exp", r#""amount":250"#, br#""amount":2.5e2"#), 400, "invalid_event", Some("amount")),
+        case("amount 1e400", replaced("amount 1e400", r#""amount":250"#, br#""amount":1e400"#), 400, "invalid_json", None),
+        case("amount 30 digits", replaced("amount 30 digits", r#""amount":250"#, format!(r#""amount":{}"#, "9".repeat(30)).as_bytes()), 400, "invalid_event", Some("amount")),
+        case("amount 400 digits", replaced("amount digits", r#""amount":250"#, format!(r#""amount":{}"#, "9".repeat(400)).as_bytes()), 400, "invalid_json", None),
+        // Nesting: deeper than the parser's limit is not JSON we read; shallower
+        // nesting where a string belongs is a wrong type.
+        case("nesting 10000 deep", replaced("deep", r#""rental_period_days":"7""#, format!(r#""x":{}{}"#, "[".repeat(10_000), "]".repeat(10_000)).as_bytes()), 400, "invalid_json", None),
+        case("nesting 100 deep in attributes", replaced("deep 100", r#""rental_period_days":"7""#, format!(r#""x":{}{}"#, "[".repeat(100), "]".repeat(100)).as_bytes()), 400, "invalid_event", Some("attributes")),
+        // null is a wrong type, never "absent" (docs/api.md).
+        bad_field("item null", "item", set("item", Value::Null)),
+        bad_field("region null", "region", set("region", Value::Null)),
+        bad_field("terminal null", "terminal", set("terminal", Value::Null)),
+        bad_field("recipient null", "recipient", set("recipient", Value::Null)),
+        bad_field("attributes null", "attributes", set("attributes", Value::Null)),
+        bad_field("kind null", "kind", set("kind", Value::Null)),
+        bad_field("payer null", "payer", set("payer", Value::Null)),
+        bad_field("attribute value null", "attributes", set("attributes", json!({"a": null}))),
         // media type and size
         Case { content_type: Some("text/plain"), ..case("text/plain", serde_json::to_vec(&event("ct-1")).expect("encode"), 415, "unsupported_media_type", None) },
         Case { content_type: None, ..case("no content type", serde_json::to_vec(&event("ct-2")).expect("encode"), 415, "unsupported_media_type", None) },
@@ -119,6 +190,11 @@ fn cases() -> Vec<Case> {
         // batch endpoint, whole-request refusals
         Case { path: "/v1/events/batch", ..case("batch not json", b"[{".to_vec(), 400, "invalid_json", None) },
         Case { path: "/v1/events/batch", ..case("batch is an object", serde_json::to_vec(&event("obj")).expect("encode"), 400, "invalid_json", None) },
+        Case { path: "/v1/events/batch", ..case("batch duplicate key in an event", [b"[".as_slice(), &with_tail("bdup", r#","amount":9"#), b"]"].concat(), 400, "invalid_json", Some("[0].amount")) },
+        Case { path: "/v1/events/batch", ..case("batch duplicate key in attributes of 2nd", [b"[".as_slice(), &with_tail("bdup2a", ""), b",", &replaced("bdup2b", r#""attributes":{"#, br#""attributes":{"a":"1","a":"1","#), b"]"].concat(), 400, "invalid_json", Some("[1].attributes.a")) },
+        Case { path: "/v1/events/batch", ..case("batch byte order mark", [b"\xef\xbb\xbf[".as_slice(), &with_tail("bbom", ""), b"]"].concat(), 400, "invalid_json", None) },
+        Case { path: "/v1/events/batch", ..case("batch empty body", Vec::new(), 400, "invalid_json", None) },
+        Case { path: "/v1/events/batch", ..case("batch nesting 10000 deep", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(), 400, "invalid_json", None) },
         Case { path: "/v1/events/batch", ..case("batch over batch_events_max", serde_json::to_vec(&batch_too_many).expect("encode"), 413, "too_large", None) },
         Case { path: "/v1/events/batch", content_type: Some("text/csv"), ..case("batch text/csv", b"[]".to_vec(), 415, "unsupported_media_type", None) },
         // routing
@@ -143,7 +219,7 @@ async fn ingest_bad_input_table() {
     assert_eq!(before.0, 1);
 
     let cases = cases();
-    assert!(cases.len() >= 40, "the table must hold at least 40 cases, has {}", cases.len());
+    assert!(cases.len() >= 60, "the table must hold at least 60 cases, has {}", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");
