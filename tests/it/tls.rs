@@ -169,9 +169,13 @@ fn half_or_broken_tls_config_is_a_config_error() {
     // Both, and good: valid, and the summary says TLS.
     let config = dir.join("good.toml");
     std::fs::write(&config, format!("[listen]\n{cert}\n{key}\n")).unwrap();
-    let out = Command::new(test_support::bin_path("ledgerd")).args(ledgerd_args(dir, &config, 1)).arg("--check-config").output().unwrap();
+    let out = Command::new(test_support::bin_path("ledgerd"))
+        .args(ledgerd_args(dir, &config, 1))
+        .args(["--check-config", "--print"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("TLS"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(TLS)"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// A certificate for localhost and 127.0.0.1 signed by a fresh CA: (CA PEM,

@@ -30,6 +30,11 @@ pub struct Certificate {
 }
 
 impl Certificate {
+    /// The certificate and key files, for printouts (`--check-config --print`).
+    pub fn paths(&self) -> (&Path, &Path) {
+        (&self.cert, &self.key)
+    }
+
     /// Reads `cert` (PEM, the certificate first, then its chain) and `key`
     /// (PEM, PKCS#8, PKCS#1 or SEC1) and checks that they belong together.
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Certificate>, TlsError> {

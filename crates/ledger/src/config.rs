@@ -263,6 +263,11 @@ impl Config {
         let span = |d: Duration| common::units::Span(d).to_string();
         vec![
             ("listen.addr", self.listen.to_string()),
+            (
+                "listen.tls_cert",
+                self.tls.as_ref().map_or("none (plain HTTP)".into(), |c| format!("{} (TLS)", c.paths().0.display())),
+            ),
+            ("listen.tls_key", self.tls.as_ref().map_or("none".into(), |c| c.paths().1.display().to_string())),
             ("store.url", crate::store::redact_url(&self.store_url)),
             ("auth.tokens_file", format!("{} ({} tokens, secrets redacted)", self.tokens_file.display(), self.tokens.len())),
             ("limits.body_bytes_max", Bytes(self.body_bytes_max as u64).to_string()),
