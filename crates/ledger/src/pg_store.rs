@@ -241,7 +241,9 @@ impl PgStore {
         // Connecting to a host that blackholes packets must not hang a request.
         cfg.connect_timeout(POOL_WAIT_TIMEOUT);
         if let Some(s) = &schema {
-            cfg.options(format!("-c search_path={s}"));
+            // Keep the URL's own `options=` (they used to be replaced).
+            let prior = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+            cfg.options(format!("{prior}-c search_path={s}"));
         }
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
@@ -251,7 +253,10 @@ impl PgStore {
             .create_timeout(Some(POOL_WAIT_TIMEOUT))
             .recycle_timeout(Some(POOL_WAIT_TIMEOUT))
             .post_create(Hook::async_fn(|client, _| {
-                Box::pin(async move { client.batch_execute(STAGE_DDL).await.map_err(HookError::Backend) })
+                Box::pin(async move {
+                    client.batch_execute(STAGE_DDL).await.map_err(HookError::Backend)?;
+                    require_synchronous_commit(client).await.map_err(HookError::Backend)
+                })
             }))
             .build()
             .map_err(|e| StoreError::Config(format!("postgres pool: {e}")))?;
@@ -344,6 +349,20 @@ impl PgStore {
         self.migrated.store(false, Ordering::Release);
         Ok(())
     }
+}
+
+/// A 200 promises the batch is durable: a session whose `synchronous_commit`
+/// is `off` (set on the database, the role or the URL's `options=`) could
+/// answer before the commit's WAL is flushed, so it is turned back `on` for
+/// ledgerd's sessions. `local`, `remote_write`, `on` and `remote_apply` all
+/// flush locally first and are left as the administrator set them.
+async fn require_synchronous_commit(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let v: String = client.query_one("SHOW synchronous_commit", &[]).await?.try_get(0)?;
+    if v == "off" {
+        tracing::warn!("synchronous_commit is off for ledgerd's database session; setting it on (a 200 means durable)");
+        client.batch_execute("SET synchronous_commit = on").await?;
+    }
+    Ok(())
 }
 
 /// The first entry of each distinct id of a batch, as written.
@@ -686,6 +705,27 @@ mod tests {
         assert_eq!(&r[1..], &[Outcome::Conflict { ledger_seq }, Outcome::Duplicate { ledger_seq }]);
         assert!(c.record_batch("m", Vec::new()).await.expect("empty batch").is_empty());
         a.drop_schema().await.expect("cleanup");
+    }
+
+    /// `synchronous_commit = off` from the URL (as it could come from the
+    /// database's or role's settings) is turned back on in ledgerd's sessions,
+    /// and the URL's other options (here `application_name`) are kept next to
+    /// the `search_path` of `schema=`.
+    #[tokio::test]
+    async fn synchronous_commit_off_is_turned_on() {
+        let url = test_url("pgsc").replace("?schema=", "?options=-c%20synchronous_commit%3Doff%20-c%20application_name%3Dledgertest&schema=");
+        let s = PgStore::new(&url).expect("store");
+        s.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
+        let client = s.client().await.expect("client");
+        let show = |name: &'static str| {
+            let client = &client;
+            async move { client.query_one(&format!("SHOW {name}"), &[]).await.expect("show").get::<_, String>(0) }
+        };
+        assert_eq!(show("synchronous_commit").await, "on");
+        assert_eq!(show("application_name").await, "ledgertest");
+        assert!(show("search_path").await.starts_with("t_pgsc_"), "schema= still sets the search_path");
+        drop(client);
+        s.drop_schema().await.expect("cleanup");
     }
 
     #[tokio::test]
