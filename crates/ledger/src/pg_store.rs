@@ -57,7 +57,7 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts of a batch whose transaction PostgreSQL aborted as a deadlock
 /// victim (two batches inserting the same ids in different orders) before the
 /// store reports it unavailable (503, the forwarder retries later).
-pub const DEADLOCK_ATTEMPTS_MAX: u32 = 3;
+pub const DEADLOCK_ATTEMPTS_MAX: u32 = 5;
 
 /// How a batch is written; [`IngestMethod::Copy`] is what ledgerd uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
