@@ -10,13 +10,17 @@
 //!               event text  -- canonical JSON)
 //! ```
 //!
-//! A batch is written in ONE transaction on one pooled connection: a binary
-//! `COPY` of the batch into the session's temporary staging table
-//! (`ledger_stage`, `ON COMMIT DELETE ROWS`, created once per connection, not
-//! WAL-logged), then ONE `INSERT … SELECT FROM ledger_stage ORDER BY ord ON
-//! CONFLICT (id) DO NOTHING RETURNING id, ledger_seq`, then `COMMIT`. Only
-//! after the commit returned (durable, with the default `synchronous_commit =
-//! on`) and only when some ids were already there does a second statement read
+//! A batch is written by ONE statement (one round trip, autocommit): an
+//! `INSERT … SELECT FROM unnest($typed_arrays) ORDER BY ord ON CONFLICT (id) DO
+//! NOTHING RETURNING id, ledger_seq` ([`IngestMethod::Unnest`]). The other
+//! method, [`IngestMethod::Copy`] — `BEGIN`, a binary `COPY` into the session's
+//! temporary staging table (`ledger_stage`, `ON COMMIT DELETE ROWS`, created
+//! once per connection, not WAL-logged), one `INSERT … SELECT FROM ledger_stage
+//! … ON CONFLICT (id) DO NOTHING RETURNING`, `COMMIT` — gives the same answers
+//! and was slower in every measurement so far (docs/ledger.md); it stays
+//! selectable to measure again. Only after the commit returned (durable, with
+//! the default `synchronous_commit = on`) and only when some ids were already
+//! there does a second statement read
 //! their digests to tell `duplicate` from `conflict`: a new statement under
 //! READ COMMITTED that sees every row a concurrent INSERT of the same id
 //! committed (the unique index makes our INSERT wait for that transaction). So
@@ -24,10 +28,6 @@
 //! `accepted`. Two batches holding the same ids in different orders can
 //! deadlock on the unique index; PostgreSQL aborts one and it is retried (the
 //! whole transaction rolled back, so a retry is a clean re-run).
-//!
-//! [`IngestMethod::Unnest`] (one `INSERT … SELECT FROM unnest(typed arrays)`
-//! in autocommit, the previous method) is kept for the measurement in
-//! docs/ledger.md.
 //!
 //! The URL is a libpq-style `postgres://` URL; ledgerd adds one parameter of its
 //! own, `schema=NAME`, to keep its tables in a dedicated schema.
@@ -59,7 +59,8 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// store reports it unavailable (503, the forwarder retries later).
 pub const DEADLOCK_ATTEMPTS_MAX: u32 = 5;
 
-/// How a batch is written; [`IngestMethod::Copy`] is what ledgerd uses.
+/// How a batch is written; [`IngestMethod::Unnest`] is what ledgerd uses (the
+/// faster here: see docs/ledger.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestMethod {
     /// Binary `COPY` into the session's staging table, one `INSERT … SELECT …
@@ -108,7 +109,7 @@ const INSERT_UNNEST_SQL: &str = "INSERT INTO ledger_events
 
 /// The per-session staging table a batch is copied into. Temporary (never
 /// WAL-logged, invisible to other sessions) and emptied at every commit or
-/// rollback; created once per pooled connection by the pool's post-create hook.
+/// rollback; created once per pooled connection, at its first COPY batch.
 const STAGE_DDL: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS ledger_stage (
         ord         int4 NOT NULL,
         id          text NOT NULL,
@@ -253,16 +254,13 @@ impl PgStore {
             .create_timeout(Some(POOL_WAIT_TIMEOUT))
             .recycle_timeout(Some(POOL_WAIT_TIMEOUT))
             .post_create(Hook::async_fn(|client, _| {
-                Box::pin(async move {
-                    client.batch_execute(STAGE_DDL).await.map_err(HookError::Backend)?;
-                    require_synchronous_commit(client).await.map_err(HookError::Backend)
-                })
+                Box::pin(async move { require_synchronous_commit(client).await.map_err(HookError::Backend) })
             }))
             .build()
             .map_err(|e| StoreError::Config(format!("postgres pool: {e}")))?;
         Ok(PgStore {
             pool,
-            method: IngestMethod::Copy,
+            method: IngestMethod::Unnest,
             schema,
             migrated: std::sync::Arc::new(AtomicBool::new(false)),
             migrate_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
@@ -405,21 +403,32 @@ async fn insert_copy(
     node: &str,
     rows: &[StagedRow],
 ) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    // Preparing the INSERT (cached per connection) fails only while this
+    // session has no staging table yet: create it once, outside the
+    // transaction, so that ledgerd's role needs the TEMPORARY privilege only
+    // when this method is chosen.
+    let insert = match client.prepare_cached(INSERT_STAGED_SQL).await {
+        Ok(stmt) => stmt,
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            client.batch_execute(STAGE_DDL).await?;
+            client.prepare_cached(INSERT_STAGED_SQL).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let copy = client.prepare_cached(STAGE_COPY_SQL).await?;
     let tx = client.transaction().await?;
-    let copy = tx.prepare_cached(STAGE_COPY_SQL).await?;
     let sink = tx.copy_in(&copy).await?;
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &STAGE_TYPES));
     for r in rows {
         writer.as_mut().write(&r.values()).await?;
     }
     writer.finish().await?;
-    let insert = tx.prepare_cached(INSERT_STAGED_SQL).await?;
     let out = inserted(&tx.query(&insert, &[&node]).await?)?;
     tx.commit().await?;
     Ok(out)
 }
 
-/// The previous method: one INSERT from `unnest` of typed arrays, autocommit.
+/// One INSERT from `unnest` of typed arrays, autocommit (ledgerd's method).
 async fn insert_unnest(
     client: &deadpool_postgres::Object,
     node: &str,
@@ -672,6 +681,8 @@ mod tests {
         let b = PgStore::new(&url).expect("store b");
         a.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
         for round in 0..20 {
+            let method = if round % 2 == 0 { IngestMethod::Unnest } else { IngestMethod::Copy };
+            let (a, b) = (a.clone().with_ingest_method(method), b.clone().with_ingest_method(method));
             let ids: Vec<String> = (0..100).map(|i| format!("r{round}-{i}")).collect();
             let mk = |ids: &mut dyn Iterator<Item = &String>| {
                 ids.map(|id| IncomingEvent { node_seq: 1, received_at: OffsetDateTime::now_utc(), event: event(id, 3) })
@@ -689,11 +700,12 @@ mod tests {
         a.drop_schema().await.expect("cleanup");
     }
 
-    /// Both ingest methods give the same answers for the same batches.
+    /// Both ingest methods give the same answers for the same batches (the
+    /// other tests use the default, unnest).
     #[tokio::test]
-    async fn unnest_method_keeps_the_same_semantics() {
-        let url = test_url("pgun");
-        let a = PgStore::new(&url).expect("store").with_ingest_method(IngestMethod::Unnest);
+    async fn copy_method_keeps_the_same_semantics() {
+        let url = test_url("pgcp");
+        let a = PgStore::new(&url).expect("store").with_ingest_method(IngestMethod::Copy);
         a.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
         let inc = |id: &str, amount: u64| IncomingEvent { node_seq: 1, received_at: OffsetDateTime::now_utc(), event: event(id, amount) };
         let r = a.record_batch("n", vec![inc("u-1", 1), inc("u-1", 1), inc("u-1", 2)]).await.expect("batch");
