@@ -1,6 +1,8 @@
 //! ledgerd on PostgreSQL (127.0.0.1:5432, database `test`, a fresh schema per
 //! test, dropped at the end): two ledgerd processes sharing one database while
-//! two edge nodes forward the same events at the same moment, and a database
+//! two edge nodes forward the same events at the same moment, two ledgerd
+//! taking the backlog drains of two spoold edge nodes at once (the scale-out
+//! story: N stateless ledgerd behind a load balancer), and a database
 //! outage (through the fault proxy) that ledgerd answers with 503 and recovers
 //! from by itself.
 
@@ -12,6 +14,9 @@ use spool::{Spool, SpoolConfig};
 use spool_format::Event;
 use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
 use test_support::proxy::{Mode, Proxy};
+use test_support::spoold::Spoold;
+
+use crate::scenarios::{drain, forwarding, ledger_count, post_until_acked, Load, LoadReport, Outcome, Shape};
 
 pub fn pg_base() -> String {
     std::env::var("OFFGRID_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -144,5 +149,92 @@ async fn ledger_pg_outage_gives_503_and_recovers_by_itself() {
     assert!(l.get_event("after").await.expect("get").is_some());
     assert!(l.get_event("during").await.expect("get").is_none(), "a 503 recorded nothing");
     drop(l);
+    drop_schema(&schema).await;
+}
+
+/// `ledgerd_events_total{status="accepted"}` of one ledgerd.
+async fn accepted_by(l: &Ledgerd) -> u64 {
+    let m = reqwest::get(format!("{}/metrics", l.url)).await.expect("metrics").text().await.expect("metrics body");
+    m.lines()
+        .find_map(|line| line.strip_prefix("ledgerd_events_total{status=\"accepted\"} "))
+        .map_or(0, |v| v.trim().parse().expect("counter value"))
+}
+
+/// Two edge nodes cut off from the ledger pile up a backlog (their own events
+/// plus ids sent to both); the links come back at the same moment and both
+/// drain, under fresh traffic, into two ledgerd on one database, each edge
+/// reaching both ledgerd (its own first, the other as the fallback, as behind
+/// a load balancer). Every event is recorded once, and the two processes'
+/// `accepted` counters add up to exactly the ledger's distinct ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_pg_two_ledgerd_take_two_edge_drains_at_once() {
+    const OWN: usize = 3000;
+    const BOTH: usize = 1000;
+    let schema = schema("drains");
+    let url = format!("{}?schema={schema}", pg_base());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = Ledgerd::start_with(&tmp.path().join("a"), &url, test_support::free_port()).await.expect("ledgerd a");
+    let b = Ledgerd::start_with(&tmp.path().join("b"), &url, test_support::free_port()).await.expect("ledgerd b");
+    for l in [&a, &b] {
+        test_support::wait_http_ok(&format!("{}/readyz", l.url), Duration::from_secs(10)).await.expect("ready");
+    }
+    let mut edges = Vec::new();
+    for (node, first, second) in [("edge-a", &a, &b), ("edge-b", &b, &a)] {
+        let mut links = Vec::new();
+        for l in [first, second] {
+            let p = Proxy::start(format!("127.0.0.1:{}", l.port).parse().expect("addr")).await.expect("proxy");
+            p.set_mode(Mode::Partition);
+            links.push(p);
+        }
+        let mut opts = forwarding(&[&links[0].url(), &links[1].url()]);
+        opts.args = vec!["--node-id".into(), node.into()];
+        let s = Spoold::start(opts).await.expect("start spoold");
+        edges.push((node, links, s));
+    }
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut report = LoadReport::default();
+    for (node, _, s) in &edges {
+        let u = s.url("/v1/events/batch");
+        let own = (0..OWN).map(|i| test_support::events::spec_example(&format!("{node}-{i}")));
+        let both = (0..BOTH).map(|i| test_support::events::spec_example(&format!("both-{i}")));
+        let all: Vec<serde_json::Value> = own.chain(both).collect();
+        for part in all.chunks(250) {
+            report.merge(post_until_acked(&c, &u, part.to_vec(), deadline).await);
+        }
+    }
+    assert!(ledger_count(&a).await.ids.is_empty(), "both edges are cut off");
+
+    let loads: Vec<Load> = edges.iter().map(|(node, _, s)| Load::start(s, &format!("{node}-live"), Shape::default())).collect();
+    let released = Instant::now();
+    for (_, links, _) in &edges {
+        for p in links {
+            p.set_mode(Mode::Pass);
+        }
+    }
+    for l in &loads {
+        l.flows(200, Duration::from_secs(10)).await;
+    }
+    for l in loads {
+        report.merge(l.stop().await);
+    }
+    let spoolds: Vec<&Spoold> = edges.iter().map(|(_, _, s)| s).collect();
+    let drained = drain(&spoolds, released).await;
+
+    let count = ledger_count(&b).await;
+    assert_eq!(count.twice, 0, "recorded twice");
+    assert_eq!(count.ids.len(), report.sent.len(), "every id sent is at the ledger, once");
+    assert_eq!(count.ids.iter().filter(|i| i.starts_with("both-")).count(), BOTH);
+    let (acc_a, acc_b) = (accepted_by(&a).await, accepted_by(&b).await);
+    assert!(acc_a > 0 && acc_b > 0, "both ledgerd took part: {acc_a} + {acc_b}");
+    assert_eq!(acc_a + acc_b, count.ids.len() as u64, "each id accepted by exactly one ledgerd");
+    let scale = format!(
+        "2 edges cut off with {OWN} own events each + {BOTH} ids sent to both, then drained under ~1k ev/s each into 2 ledgerd on one PostgreSQL"
+    );
+    Outcome::new("two_ledgerd_two_edge_drains", report, drained, "proxy", scale).check(&a).await;
+    for (_, _, mut s) in edges {
+        let _ = s.terminate(Duration::from_secs(10));
+    }
+    drop((a, b));
     drop_schema(&schema).await;
 }

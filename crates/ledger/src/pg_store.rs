@@ -10,15 +10,24 @@
 //!               event text  -- canonical JSON)
 //! ```
 //!
-//! A batch is written by ONE statement (one round trip): an
-//! `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO NOTHING RETURNING id,
-//! ledger_seq`. Only when some ids were already there does a second statement
-//! read their digests to tell `duplicate` from `conflict`. Both run in
-//! autocommit: the INSERT is committed (durable, with the default
-//! `synchronous_commit = on`) before its result reaches us, and the SELECT, a new
-//! statement under READ COMMITTED, sees every row a concurrent INSERT of the
-//! same id committed (the unique index makes that INSERT wait for it). So two
-//! ledgerd recording the same id at the same moment give exactly one `accepted`.
+//! A batch is written by ONE statement (one round trip, autocommit): an
+//! `INSERT … SELECT FROM unnest($typed_arrays) ORDER BY ord ON CONFLICT (id) DO
+//! NOTHING RETURNING id, ledger_seq` ([`IngestMethod::Unnest`]). The other
+//! method, [`IngestMethod::Copy`] — `BEGIN`, a binary `COPY` into the session's
+//! temporary staging table (`ledger_stage`, `ON COMMIT DELETE ROWS`, created
+//! once per connection, not WAL-logged), one `INSERT … SELECT FROM ledger_stage
+//! … ON CONFLICT (id) DO NOTHING RETURNING`, `COMMIT` — gives the same answers
+//! and was slower in every measurement so far (docs/ledger.md); it stays
+//! selectable to measure again. Only after the commit returned (durable, with
+//! the default `synchronous_commit = on`) and only when some ids were already
+//! there does a second statement read
+//! their digests to tell `duplicate` from `conflict`: a new statement under
+//! READ COMMITTED that sees every row a concurrent INSERT of the same id
+//! committed (the unique index makes our INSERT wait for that transaction). So
+//! two ledgerd recording the same id at the same moment give exactly one
+//! `accepted`. Two batches holding the same ids in different orders can
+//! deadlock on the unique index; PostgreSQL aborts one and it is retried (the
+//! whole transaction rolled back, so a retry is a clean re-run).
 //!
 //! The URL is a libpq-style `postgres://` URL; ledgerd adds one parameter of its
 //! own, `schema=NAME`, to keep its tables in a dedicated schema.
@@ -27,8 +36,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use spool_format::{Event, OffsetDateTime, Uuid};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
 use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};
@@ -41,6 +53,23 @@ pub const POOL_CONNECTIONS_MAX: usize = 16;
 /// before the store is reported unavailable (503): well under a forwarder's
 /// request timeout (10 s by default).
 pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Attempts of a batch whose transaction PostgreSQL aborted as a deadlock
+/// victim (two batches inserting the same ids in different orders) before the
+/// store reports it unavailable (503, the forwarder retries later).
+pub const DEADLOCK_ATTEMPTS_MAX: u32 = 5;
+
+/// How a batch is written; [`IngestMethod::Unnest`] is what ledgerd uses (the
+/// faster here: see docs/ledger.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMethod {
+    /// Binary `COPY` into the session's staging table, one `INSERT … SELECT …
+    /// ON CONFLICT DO NOTHING RETURNING`, `COMMIT`.
+    Copy,
+    /// One `INSERT … SELECT FROM unnest($typed_arrays) … ON CONFLICT DO NOTHING
+    /// RETURNING` in autocommit.
+    Unnest,
+}
 
 /// Schema migrations, applied in order; never edit one that has shipped.
 pub const MIGRATIONS: &[(i32, &str)] = &[(
@@ -67,7 +96,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
 /// Key of the advisory lock held while migrating (any constant; "offgrid").
 const MIGRATION_LOCK_KEY: i64 = 0x006f_6666_6772_6964;
 
-const INSERT_SQL: &str = "INSERT INTO ledger_events
+const INSERT_UNNEST_SQL: &str = "INSERT INTO ledger_events
         (id, digest, node, node_seq, received_at, payer, payee, recipient, event)
     SELECT u.id, u.digest, $1, u.node_seq,
            timestamptz 'epoch' + u.received_us * interval '1 microsecond',
@@ -75,6 +104,38 @@ const INSERT_SQL: &str = "INSERT INTO ledger_events
     FROM unnest($2::text[], $3::bytea[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[])
          WITH ORDINALITY AS u(id, digest, node_seq, received_us, payer, payee, recipient, event, ord)
     ORDER BY u.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, ledger_seq";
+
+/// The per-session staging table a batch is copied into. Temporary (never
+/// WAL-logged, invisible to other sessions) and emptied at every commit or
+/// rollback; created once per pooled connection, at its first COPY batch.
+const STAGE_DDL: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS ledger_stage (
+        ord         int4 NOT NULL,
+        id          text NOT NULL,
+        digest      bytea NOT NULL,
+        node_seq    int8 NOT NULL,
+        received_us int8 NOT NULL,
+        payer       text NOT NULL,
+        payee       text NOT NULL,
+        recipient   text NOT NULL,
+        event       text NOT NULL
+    ) ON COMMIT DELETE ROWS";
+
+const STAGE_COPY_SQL: &str = "COPY pg_temp.ledger_stage
+    (ord, id, digest, node_seq, received_us, payer, payee, recipient, event) FROM STDIN (FORMAT binary)";
+
+/// Column types of [`STAGE_COPY_SQL`], in order.
+const STAGE_TYPES: [Type; 9] =
+    [Type::INT4, Type::TEXT, Type::BYTEA, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
+
+const INSERT_STAGED_SQL: &str = "INSERT INTO ledger_events
+        (id, digest, node, node_seq, received_at, payer, payee, recipient, event)
+    SELECT s.id, s.digest, $1, s.node_seq,
+           timestamptz 'epoch' + s.received_us * interval '1 microsecond',
+           s.payer, s.payee, s.recipient, s.event
+    FROM pg_temp.ledger_stage s
+    ORDER BY s.ord
     ON CONFLICT (id) DO NOTHING
     RETURNING id, ledger_seq";
 
@@ -86,6 +147,7 @@ const SELECT_COLUMNS: &str = "ledger_seq, node, node_seq,
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    method: IngestMethod,
     schema: Option<String>,
     migrated: std::sync::Arc<AtomicBool>,
     migrate_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -180,7 +242,9 @@ impl PgStore {
         // Connecting to a host that blackholes packets must not hang a request.
         cfg.connect_timeout(POOL_WAIT_TIMEOUT);
         if let Some(s) = &schema {
-            cfg.options(format!("-c search_path={s}"));
+            // Keep the URL's own `options=` (they used to be replaced).
+            let prior = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+            cfg.options(format!("{prior}-c search_path={s}"));
         }
         let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
@@ -189,14 +253,24 @@ impl PgStore {
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))
             .create_timeout(Some(POOL_WAIT_TIMEOUT))
             .recycle_timeout(Some(POOL_WAIT_TIMEOUT))
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move { require_synchronous_commit(client).await.map_err(HookError::Backend) })
+            }))
             .build()
             .map_err(|e| StoreError::Config(format!("postgres pool: {e}")))?;
         Ok(PgStore {
             pool,
+            method: IngestMethod::Unnest,
             schema,
             migrated: std::sync::Arc::new(AtomicBool::new(false)),
             migrate_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// The same store writing batches with `method` (for measurements).
+    pub fn with_ingest_method(mut self, method: IngestMethod) -> PgStore {
+        self.method = method;
+        self
     }
 
     /// The schema named by the URL's `schema=` parameter, if any.
@@ -275,48 +349,166 @@ impl PgStore {
     }
 }
 
+/// A 200 promises the batch is durable: a session whose `synchronous_commit`
+/// is `off` (set on the database, the role or the URL's `options=`) could
+/// answer before the commit's WAL is flushed, so it is turned back `on` for
+/// ledgerd's sessions. `local`, `remote_write`, `on` and `remote_apply` all
+/// flush locally first and are left as the administrator set them.
+async fn require_synchronous_commit(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let v: String = client.query_one("SHOW synchronous_commit", &[]).await?.try_get(0)?;
+    if v == "off" {
+        tracing::warn!("synchronous_commit is off for ledgerd's database session; setting it on (a 200 means durable)");
+        client.batch_execute("SET synchronous_commit = on").await?;
+    }
+    Ok(())
+}
+
+/// The first entry of each distinct id of a batch, as written.
+struct StagedRow {
+    ord: i32,
+    id: String,
+    digest: Vec<u8>,
+    node_seq: i64,
+    received_us: i64,
+    payer: String,
+    payee: String,
+    recipient: String,
+    event: String,
+}
+
+impl StagedRow {
+    fn values(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.ord,
+            &self.id,
+            &self.digest,
+            &self.node_seq,
+            &self.received_us,
+            &self.payer,
+            &self.payee,
+            &self.recipient,
+            &self.event,
+        ]
+    }
+}
+
+fn inserted(rows: &[tokio_postgres::Row]) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// COPY into the staging table, one INSERT from it, COMMIT: returns the ids
+/// inserted (with their ledger_seq) once the transaction is committed.
+async fn insert_copy(
+    client: &mut deadpool_postgres::Object,
+    node: &str,
+    rows: &[StagedRow],
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    // Preparing the INSERT (cached per connection) fails only while this
+    // session has no staging table yet: create it once, outside the
+    // transaction, so that ledgerd's role needs the TEMPORARY privilege only
+    // when this method is chosen.
+    let insert = match client.prepare_cached(INSERT_STAGED_SQL).await {
+        Ok(stmt) => stmt,
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            client.batch_execute(STAGE_DDL).await?;
+            client.prepare_cached(INSERT_STAGED_SQL).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let copy = client.prepare_cached(STAGE_COPY_SQL).await?;
+    let tx = client.transaction().await?;
+    let sink = tx.copy_in(&copy).await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &STAGE_TYPES));
+    for r in rows {
+        writer.as_mut().write(&r.values()).await?;
+    }
+    writer.finish().await?;
+    let out = inserted(&tx.query(&insert, &[&node]).await?)?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// One INSERT from `unnest` of typed arrays, autocommit (ledgerd's method).
+async fn insert_unnest(
+    client: &deadpool_postgres::Object,
+    node: &str,
+    rows: &[StagedRow],
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    let col = |f: fn(&StagedRow) -> &String| rows.iter().map(f).collect::<Vec<&String>>();
+    let digests: Vec<&Vec<u8>> = rows.iter().map(|r| &r.digest).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.node_seq).collect();
+    let recv: Vec<i64> = rows.iter().map(|r| r.received_us).collect();
+    let stmt = client.prepare_cached(INSERT_UNNEST_SQL).await?;
+    let out = client
+        .query(&stmt, &[
+            &node,
+            &col(|r| &r.id),
+            &digests,
+            &seqs,
+            &recv,
+            &col(|r| &r.payer),
+            &col(|r| &r.payee),
+            &col(|r| &r.recipient),
+            &col(|r| &r.event),
+        ])
+        .await?;
+    inserted(&out)
+}
+
 impl Store for PgStore {
     async fn record_batch(&self, node: &str, events: Vec<IncomingEvent>) -> Result<Vec<Outcome>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let digests: Vec<[u8; 32]> = events.iter().map(|e| e.event.digest()).collect();
         // First entry of each distinct id goes to the INSERT; later ones are
         // judged against whatever the store holds afterwards.
         let mut first: HashMap<&str, usize> = HashMap::new();
-        let (mut ids, mut dig, mut seqs, mut recv, mut payer, mut payee, mut recipient, mut body) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut rows = Vec::with_capacity(events.len());
         for (i, ev) in events.iter().enumerate() {
             let e = &ev.event;
             if first.contains_key(e.id.as_str()) {
                 continue;
             }
             first.insert(e.id.as_str(), i);
-            ids.push(e.id.clone());
-            dig.push(digests[i].to_vec());
-            seqs.push(to_i64(ev.node_seq, "node_seq")?);
-            recv.push(micros(ev.received_at));
-            payer.push(e.payer.to_string());
-            payee.push(e.payee.to_string());
-            recipient.push(e.recipient.to_string());
-            body.push(serde_json::to_string(&e.to_json_value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            rows.push(StagedRow {
+                ord: i32::try_from(i).map_err(|_| StoreError::Corrupt(format!("batch of {} entries", events.len())))?,
+                id: e.id.clone(),
+                digest: digests[i].to_vec(),
+                node_seq: to_i64(ev.node_seq, "node_seq")?,
+                received_us: micros(ev.received_at),
+                payer: e.payer.to_string(),
+                payee: e.payee.to_string(),
+                recipient: e.recipient.to_string(),
+                event: serde_json::to_string(&e.to_json_value()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            });
         }
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(INSERT_SQL).await.map_err(pg_err)?;
-        let node = node.to_owned();
-        let rows = client
-            .query(&stmt, &[&node, &ids, &dig, &seqs, &recv, &payer, &payee, &recipient, &body])
-            .await
-            .map_err(pg_err)?;
+        let mut client = self.client().await?;
+        let mut attempt = 1;
+        let inserted = loop {
+            let r = match self.method {
+                IngestMethod::Copy => insert_copy(&mut client, node, &rows).await,
+                IngestMethod::Unnest => insert_unnest(&client, node, &rows).await,
+            };
+            match r {
+                Ok(v) => break v,
+                Err(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) && attempt < DEADLOCK_ATTEMPTS_MAX => {
+                    tracing::debug!(attempt, "batch was a deadlock victim; retrying");
+                    attempt += 1;
+                }
+                Err(e) => return Err(pg_err(e)),
+            }
+        };
         let mut stored: HashMap<String, ([u8; 32], u64)> = HashMap::new();
         let mut created_ids: HashMap<String, ()> = HashMap::new();
-        for r in &rows {
-            let id: String = r.try_get(0).map_err(pg_err)?;
-            let seq: i64 = r.try_get(1).map_err(pg_err)?;
+        for (id, seq) in inserted {
             let i = *first
                 .get(id.as_str())
                 .ok_or_else(|| StoreError::Corrupt(format!("insert returned unknown id {id:?}")))?;
             stored.insert(id.clone(), (digests[i], to_u64(seq, "ledger_seq")?));
             created_ids.insert(id, ());
         }
-        let missing: Vec<String> = ids.iter().filter(|id| !stored.contains_key(id.as_str())).cloned().collect();
+        let missing: Vec<&String> = rows.iter().map(|r| &r.id).filter(|id| !stored.contains_key(id.as_str())).collect();
         if !missing.is_empty() {
             let stmt = client
                 .prepare_cached("SELECT id, digest, ledger_seq FROM ledger_events WHERE id = ANY($1)")
@@ -477,6 +669,75 @@ mod tests {
         let q = a.query(Filter { payer: Some(Uuid::nil()), limit: 10, ..Filter::default() }).await.expect("query");
         assert!(q.events.is_empty());
         a.drop_schema().await.expect("cleanup");
+    }
+
+    /// Two stores writing the same ids in opposite orders at once: the unique
+    /// index makes them wait on each other, PostgreSQL aborts one as a deadlock
+    /// victim, and the retry must turn that into duplicates, never an error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opposite_orders_on_two_stores_record_each_id_once_without_error() {
+        let url = test_url("pgdl");
+        let a = PgStore::new(&url).expect("store a");
+        let b = PgStore::new(&url).expect("store b");
+        a.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
+        for round in 0..20 {
+            let method = if round % 2 == 0 { IngestMethod::Unnest } else { IngestMethod::Copy };
+            let (a, b) = (a.clone().with_ingest_method(method), b.clone().with_ingest_method(method));
+            let ids: Vec<String> = (0..100).map(|i| format!("r{round}-{i}")).collect();
+            let mk = |ids: &mut dyn Iterator<Item = &String>| {
+                ids.map(|id| IncomingEvent { node_seq: 1, received_at: OffsetDateTime::now_utc(), event: event(id, 3) })
+                    .collect::<Vec<_>>()
+            };
+            let fwd = mk(&mut ids.iter());
+            let rev = mk(&mut ids.iter().rev());
+            let (ra, rb) = tokio::join!(a.record_batch("n1", fwd), b.record_batch("n2", rev));
+            let (ra, rb) = (ra.expect("a never fails"), rb.expect("b never fails"));
+            let accepted = ra.iter().chain(&rb).filter(|o| matches!(o, Outcome::Accepted { .. })).count();
+            let duplicate = ra.iter().chain(&rb).filter(|o| matches!(o, Outcome::Duplicate { .. })).count();
+            assert_eq!((accepted, duplicate), (100, 100), "round {round}");
+        }
+        assert_eq!(a.stats().await.expect("stats").events, 2000);
+        a.drop_schema().await.expect("cleanup");
+    }
+
+    /// Both ingest methods give the same answers for the same batches (the
+    /// other tests use the default, unnest).
+    #[tokio::test]
+    async fn copy_method_keeps_the_same_semantics() {
+        let url = test_url("pgcp");
+        let a = PgStore::new(&url).expect("store").with_ingest_method(IngestMethod::Copy);
+        a.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
+        let inc = |id: &str, amount: u64| IncomingEvent { node_seq: 1, received_at: OffsetDateTime::now_utc(), event: event(id, amount) };
+        let r = a.record_batch("n", vec![inc("u-1", 1), inc("u-1", 1), inc("u-1", 2)]).await.expect("batch");
+        let Outcome::Accepted { ledger_seq } = r[0] else { panic!("{r:?}") };
+        assert_eq!(&r[1..], &[Outcome::Duplicate { ledger_seq }, Outcome::Conflict { ledger_seq }]);
+        let c = PgStore::new(&url).expect("store");
+        let r = c.record_batch("m", vec![inc("u-2", 1), inc("u-1", 2), inc("u-1", 1)]).await.expect("batch");
+        assert!(matches!(r[0], Outcome::Accepted { .. }), "{r:?}");
+        assert_eq!(&r[1..], &[Outcome::Conflict { ledger_seq }, Outcome::Duplicate { ledger_seq }]);
+        assert!(c.record_batch("m", Vec::new()).await.expect("empty batch").is_empty());
+        a.drop_schema().await.expect("cleanup");
+    }
+
+    /// `synchronous_commit = off` from the URL (as it could come from the
+    /// database's or role's settings) is turned back on in ledgerd's sessions,
+    /// and the URL's other options (here `application_name`) are kept next to
+    /// the `search_path` of `schema=`.
+    #[tokio::test]
+    async fn synchronous_commit_off_is_turned_on() {
+        let url = test_url("pgsc").replace("?schema=", "?options=-c%20synchronous_commit%3Doff%20-c%20application_name%3Dledgertest&schema=");
+        let s = PgStore::new(&url).expect("store");
+        s.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
+        let client = s.client().await.expect("client");
+        let show = |name: &'static str| {
+            let client = &client;
+            async move { client.query_one(&format!("SHOW {name}"), &[]).await.expect("show").get::<_, String>(0) }
+        };
+        assert_eq!(show("synchronous_commit").await, "on");
+        assert_eq!(show("application_name").await, "ledgertest");
+        assert!(show("search_path").await.starts_with("t_pgsc_"), "schema= still sets the search_path");
+        drop(client);
+        s.drop_schema().await.expect("cleanup");
     }
 
     #[tokio::test]
