@@ -245,6 +245,17 @@ impl Committer {
         Ok(flushed)
     }
 
+    /// [`Committer::commit`], then [`StateFile::advance`] to `applied_high` (the
+    /// highest sequence number applied before this call): what a store's
+    /// committer runs for each group commit. The error says which step failed.
+    pub fn commit_and_advance(&self, state: &mut StateFile, applied_high: u64) -> Result<(), String> {
+        self.commit().map_err(|e| e.to_string())?;
+        state
+            .advance(applied_high, false)
+            .map(|_| ())
+            .map_err(|e| format!("write state file {}: {e}", state.path().display()))
+    }
+
     /// fdatasync of each blob file not synced yet, then fsync of `blobs/`.
     /// Nearly always a listing of an empty directory.
     fn sync_blobs(&self) -> Result<(), CommitError> {
@@ -433,6 +444,12 @@ pub fn guard(
     }
     let high_water = held.max(recorded_high);
     let seq_floor = if accepted.is_some() { high_water.max(recorded_reserved) } else { high_water };
+    if let Some(problem) = &accepted {
+        tracing::error!(
+            %problem,
+            "opening {label} over a regression, as the operator asked; sequence numbers continue after {seq_floor}"
+        );
+    }
     let want = StoreState {
         store_id,
         high_water,

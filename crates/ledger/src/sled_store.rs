@@ -188,13 +188,6 @@ impl SledStore {
                 durable::GuardError::Io { .. } => StoreError::Unavailable(e.to_string()),
                 _ => StoreError::Regressed(e.to_string()),
             })?;
-        if let Some(what) = &guarded.accepted {
-            tracing::error!(
-                problem = %what,
-                "opening the ledger store over a regression, as the operator asked; ledger_seq continues after {}",
-                guarded.seq_floor
-            );
-        }
         let next_seq = next_seq.max(guarded.seq_floor + 1);
         Ok(SledStore {
             inner: Arc::new(Inner {
@@ -235,13 +228,7 @@ impl SledStore {
         // applied before it, so the commit covers it.
         let target = self.inner.applied.load(Ordering::SeqCst);
         let applied_seq = self.inner.applied_seq.load(Ordering::SeqCst);
-        let committed = self.inner.committer.commit().map_err(|e| e.to_string()).and_then(|_| {
-            state
-                .advance(applied_seq, false)
-                .map(|_| ())
-                .map_err(|e| format!("write state file {}: {e}", state.path().display()))
-        });
-        match committed {
+        match self.inner.committer.commit_and_advance(state, applied_seq) {
             Ok(()) => {
                 *durable = target;
                 Ok(())

@@ -136,13 +136,7 @@ impl GroupCommit {
                 return;
             }
             let started = Instant::now();
-            let committed = committer.commit().map_err(|e| e.to_string()).and_then(|_| {
-                state
-                    .advance(applied_high, false)
-                    .map(|_| ())
-                    .map_err(|e| format!("write state file {}: {e}", state.path().display()))
-            });
-            match committed {
+            match committer.commit_and_advance(&mut state, applied_high) {
                 Ok(()) => {
                     let info = CommitInfo {
                         duration: started.elapsed(),

@@ -531,13 +531,6 @@ impl Spool {
                 durable::GuardError::Io { .. } => SpoolError::Storage(e.to_string()),
                 _ => SpoolError::Regressed(e.to_string()),
             })?;
-        if let Some(what) = &guarded.accepted {
-            tracing::error!(
-                problem = %what,
-                "opening the spool over a regression, as the operator asked; seqs continue after {}",
-                guarded.seq_floor
-            );
-        }
         // Never hand out a seq the state file says was used.
         let next_seq = next_seq.max(guarded.seq_floor + 1);
         let regression = guarded.accepted.clone();
