@@ -433,3 +433,63 @@ fn spoold_half_or_broken_tls_config_is_a_config_error() {
     assert!(stdout.contains(&format!("listen.tls_cert = {}", pki.cert.display())), "{stdout}");
     assert!(stdout.contains(&format!("ledger.ca_file = {} (1 certificates)", pki.ca.display())), "{stdout}");
 }
+
+/// spoold reloads its pair on SIGHUP like ledgerd (the same code); without TLS
+/// a SIGHUP (`systemctl reload`) is logged and spoold keeps running.
+#[tokio::test]
+async fn spoold_sighup_swaps_the_certificate_and_is_harmless_without_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ca_a, cert_a, key_a, der_a) = fresh_identity("A");
+    let (ca_b, cert_b, key_b, der_b) = fresh_identity("B");
+    let (cert, key) = (dir.join("spoold.crt"), dir.join("spoold.key"));
+    std::fs::write(&cert, &cert_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let port = free_port();
+    let tls_lines = format!("tls_cert = {:?}\ntls_key = {:?}", cert.display().to_string(), key.display().to_string());
+    let config = spoold_config(dir, port, &tls_lines, "");
+    let spoold =
+        DaemonProcess::spawn("spoold", &["--config".into(), config.display().to_string()], &dir.join("spoold.log")).unwrap();
+    let log = || std::fs::read_to_string(dir.join("spoold.log")).unwrap_or_default();
+    let client = || {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_a.as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_b.as_bytes()).unwrap())
+            .tls_info(true)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{port}/healthz");
+    wait_ok(&client(), &url, log).await;
+    assert_eq!(peer_certificate(&client(), &url).await, der_a, "before the reload: certificate A");
+    std::fs::write(&cert, &cert_b).unwrap();
+    std::fs::write(&key, &key_b).unwrap();
+    let pid = spoold.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer_certificate(&client(), &url).await != der_b {
+        assert!(Instant::now() < deadline, "SIGHUP did not swap the certificate\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Plain HTTP: SIGHUP is logged, spoold goes on serving.
+    let plain_dir = dir.join("plain");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let plain_port = free_port();
+    let config = spoold_config(&plain_dir, plain_port, "", "");
+    let mut plain = DaemonProcess::spawn("spoold", &["--config".into(), config.display().to_string()], &plain_dir.join("spoold.log"))
+        .unwrap();
+    let plain_log = || std::fs::read_to_string(plain_dir.join("spoold.log")).unwrap_or_default();
+    let plain_url = format!("http://127.0.0.1:{plain_port}/healthz");
+    wait_ok(&reqwest::Client::new(), &plain_url, plain_log).await;
+    let pid = plain.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !plain_log().contains("no TLS certificate to reload") {
+        assert!(Instant::now() < deadline, "SIGHUP without TLS not logged\n{}", plain_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(plain.is_running(), "SIGHUP killed a spoold without TLS\n{}", plain_log());
+    assert_eq!(reqwest::get(&plain_url).await.unwrap().status(), 200);
+}
