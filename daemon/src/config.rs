@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -182,6 +183,8 @@ struct RawLog {
 struct RawListen {
     addr: Option<String>,
     admin_socket: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +209,7 @@ struct RawAuth {
 struct RawLedger {
     urls: Option<Vec<String>>,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     batch_events_max: Option<usize>,
     batch_bytes_max: Option<Bytes>,
     inflight_batches_max: Option<usize>,
@@ -242,6 +246,10 @@ pub struct LedgerConfig {
     pub token_file: Option<PathBuf>,
     /// The ledger bearer secret (`Debug` redacts it).
     pub token: Option<common::tokens::Secret>,
+    /// `ledger.ca_file`: CA certificates trusted for `https://` ledgers in
+    /// addition to the built-in roots (read and checked here).
+    pub ca_file: Option<PathBuf>,
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub batch_events_max: usize,
     pub batch_bytes_max: u64,
     pub inflight_batches_max: usize,
@@ -271,6 +279,9 @@ pub struct Limits {
 pub struct Config {
     pub node_id: String,
     pub listen_addr: SocketAddr,
+    /// `[listen] tls_cert` + `tls_key`: the listener speaks TLS (reloadable on
+    /// SIGHUP). `None`: plain HTTP (loopback, or TLS terminated in front).
+    pub tls: Option<Arc<common::tls::Certificate>>,
     pub admin_socket: Option<PathBuf>,
     pub spool: spool::SpoolConfig,
     pub tokens_file: PathBuf,
@@ -313,6 +324,17 @@ impl Config {
         let listen_addr: SocketAddr = listen.trim().parse().map_err(|e| {
             ConfigError::new(listen_key, format!("{listen:?} is not an address like 127.0.0.1:8700: {e}"))
         })?;
+        // Both or neither; the pair is read and checked now (same as ledgerd).
+        let tls = match (raw.listen.tls_cert, raw.listen.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                common::tls::Certificate::load(&cert, &key)
+                    .map_err(|e| ConfigError::new("listen.tls_cert", e.to_string()))?,
+            ),
+            (Some(_), None) => return Err(ConfigError::new("listen.tls_key", "required with listen.tls_cert")),
+            (None, Some(_)) => return Err(ConfigError::new("listen.tls_cert", "required with listen.tls_key")),
+        };
+
         // Default: the systemd RuntimeDirectory path spoolctl looks at first.
         // An empty string turns the admin socket off.
         let admin_key = if args.admin_socket.is_some() { "--admin-socket" } else { "listen.admin_socket" };
@@ -391,10 +413,16 @@ impl Config {
             }
             None => None,
         };
+        let ca_certs = match &l.ca_file {
+            Some(p) => forwarder::read_ca_file(p).map_err(|e| ConfigError::new("ledger.ca_file", e.to_string()))?,
+            None => Vec::new(),
+        };
         let ledger = LedgerConfig {
             urls,
             token_file,
             token,
+            ca_file: l.ca_file,
+            ca_certs,
             batch_events_max: l.batch_events_max.unwrap_or(DEFAULT_LEDGER_BATCH_EVENTS_MAX),
             batch_bytes_max: l.batch_bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_LEDGER_BATCH_BYTES_MAX),
             inflight_batches_max: l.inflight_batches_max.unwrap_or(DEFAULT_INFLIGHT_BATCHES_MAX),
@@ -465,6 +493,7 @@ impl Config {
         Ok(Config {
             node_id,
             listen_addr,
+            tls,
             admin_socket,
             spool,
             tokens_file,
@@ -489,6 +518,7 @@ impl Config {
         f.request_timeout = self.ledger.request_timeout;
         f.retry_initial = self.retry.initial;
         f.retry_max = self.retry.max;
+        f.extra_roots = self.ledger.ca_certs.clone();
         Some(f)
     }
 
@@ -513,6 +543,12 @@ impl Config {
         vec![
             ("node_id", self.node_id.clone()),
             ("listen.addr", self.listen_addr.to_string()),
+            // Rendered as ledgerd renders them.
+            (
+                "listen.tls_cert",
+                self.tls.as_ref().map_or("none (plain HTTP)".into(), |c| format!("{} (TLS)", c.paths().0.display())),
+            ),
+            ("listen.tls_key", self.tls.as_ref().map_or("none".into(), |c| c.paths().1.display().to_string())),
             ("listen.admin_socket", self.admin_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(off)".into())),
             ("spool.dir", self.spool.dir.display().to_string()),
             ("spool.bytes_max", Bytes(self.spool.bytes_max).to_string()),
@@ -527,6 +563,13 @@ impl Config {
                 match (&self.ledger.token_file, &self.ledger.token) {
                     (Some(p), Some(_)) => format!("{} (secret redacted)", p.display()),
                     (p, _) => path(p),
+                },
+            ),
+            (
+                "ledger.ca_file",
+                match &self.ledger.ca_file {
+                    Some(p) => format!("{} ({} certificates)", p.display(), self.ledger.ca_certs.len()),
+                    None => "(none: built-in roots only)".into(),
                 },
             ),
             ("ledger.batch_events_max", self.ledger.batch_events_max.to_string()),
@@ -727,6 +770,10 @@ header_read_timeout = "5s"
             ("[ledger]\nurls = [\"ftp://x\"]\n", "ledger.urls"),
             ("[ledger]\nurls = [\"http://x:1\"]\n", "ledger.token_file"),
             ("[retry]\ninitial = \"2s\"\nmax = \"1s\"\n", "retry.max"),
+            ("[listen]\ntls_cert = \"/nonexistent.crt\"\n", "listen.tls_key"),
+            ("[listen]\ntls_key = \"/nonexistent.key\"\n", "listen.tls_cert"),
+            ("[listen]\ntls_cert = \"/nonexistent.crt\"\ntls_key = \"/nonexistent.key\"\n", "listen.tls_cert"),
+            ("[ledger]\nca_file = \"/nonexistent.pem\"\n", "ledger.ca_file"),
             ("[nope]\n", "nope"),
         ];
         for (text, key) in cases {

@@ -164,12 +164,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         draining: Default::default(),
     });
 
-    let server = tokio::spawn(common::http::serve(
-        listener,
-        cfg.server_limits(),
-        api::handler(Arc::clone(&app)),
-        shutdown_rx.clone(),
-    ));
+    let server = match &cfg.tls {
+        Some(cert) => tokio::spawn(common::http::serve_tls(
+            listener,
+            cert.server_config().context("TLS config")?,
+            cfg.server_limits(),
+            api::handler(Arc::clone(&app)),
+            shutdown_rx.clone(),
+        )),
+        None => tokio::spawn(common::http::serve(
+            listener,
+            cfg.server_limits(),
+            api::handler(Arc::clone(&app)),
+            shutdown_rx.clone(),
+        )),
+    };
 
     let mut background = tokio::task::JoinSet::new();
     background.spawn(compaction_loop(spool.clone(), shutdown_rx.clone()));
@@ -192,7 +201,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         background.spawn(watchdog_loop(Duration::from_micros(watchdog_usec / 2), shutdown_rx.clone()));
     }
 
-    tracing::info!(addr = %local, node_id = %cfg.node_id, "spoold ready");
+    // SIGHUP re-reads the TLS pair; installed before READY=1, so that
+    // `systemctl reload` never kills spoold (it is only logged without TLS).
+    // Not in `background`: it never ends, and the runtime drops it at exit.
+    tokio::spawn(common::tls::reload_on_sighup(cfg.tls.clone()));
+
+    tracing::info!(addr = %local, node_id = %cfg.node_id, tls = cfg.tls.is_some(), "spoold ready");
     notify(&[sd_notify::NotifyState::Ready]);
 
     // A failed fsync makes the spool refuse every write until it is reopened:

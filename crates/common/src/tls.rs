@@ -62,6 +62,32 @@ impl Certificate {
     }
 }
 
+/// Installs a SIGHUP handler (now, so that a SIGHUP sent once the daemon is
+/// ready never kills it) and returns the task to spawn: on every SIGHUP it
+/// re-reads `cert`. New handshakes get the new certificate, open connections
+/// keep theirs, and a bad pair keeps the old one (logged at ERROR: a human must
+/// fix the files). Without TLS (`None`) a SIGHUP is logged and ignored, so
+/// `systemctl reload` (`ExecReload=/bin/kill -HUP $MAINPID`) is harmless.
+pub fn reload_on_sighup(cert: Option<Arc<Certificate>>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hup) = hup else {
+            tracing::warn!("no SIGHUP handler: the TLS certificate is reloaded only by a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match &cert {
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                Some(cert) => match cert.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
+                },
+            }
+        }
+    }
+}
+
 impl ResolvesServerCert for Certificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner())))

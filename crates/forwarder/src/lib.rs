@@ -115,6 +115,9 @@ pub struct ForwarderConfig {
     /// Interval of `/readyz` probes while no batch is in flight (see
     /// [`LEDGER_PROBE_INTERVAL_DEFAULT`]).
     pub probe_interval: Duration,
+    /// CA certificates trusted for `https://` ledgers in addition to the
+    /// built-in roots (`[ledger] ca_file`, read by [`read_ca_file`]).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl ForwarderConfig {
@@ -133,8 +136,37 @@ impl ForwarderConfig {
             idle_poll: IDLE_POLL_DEFAULT,
             rescan_interval: RESCAN_INTERVAL_DEFAULT,
             probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,
+            extra_roots: Vec::new(),
         }
     }
+}
+
+/// Reads a PEM bundle of CA certificates (`[ledger] ca_file`) and checks that
+/// each one can be a trust anchor, so that a bad file is found by the config
+/// check, not by the first batch. The message names the file.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ForwarderError> {
+    let bad = |why: String| ForwarderError::CaFile(format!("{}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(format!("read: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(format!("parse: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    // The roots are parsed when a client is built: build one to find out now.
+    certs
+        .iter()
+        .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c.clone()))
+        .build()
+        .map_err(|e| {
+            use std::error::Error as _;
+            let mut why = format!("not a usable CA certificate: {e}");
+            let mut src = e.source();
+            while let Some(c) = src {
+                why.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            bad(why)
+        })?;
+    Ok(certs)
 }
 
 /// Parses a ledger base URL: `http` or `https` (any case), a host, no user
@@ -175,6 +207,8 @@ pub enum ForwarderError {
     Zero(&'static str),
     #[error("build http client: {0}")]
     Client(String),
+    #[error("{0}")]
+    CaFile(String),
 }
 
 type Label = [(&'static str, &'static str); 1];
@@ -325,7 +359,10 @@ pub fn spawn(
             return Err(ForwarderError::Zero(name));
         }
     }
-    let client = reqwest::Client::builder()
+    let client = cfg
+        .extra_roots
+        .iter()
+        .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c.clone()))
         .timeout(cfg.request_timeout)
         .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
         // A redirect of a POST of payments is a misconfiguration, not a hint.

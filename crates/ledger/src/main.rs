@@ -161,6 +161,8 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
         body_read_timeout: cfg.body_read_timeout,
         ..ServerLimits::default()
     };
+    // Before READY=1: from then on `systemctl reload` must not kill ledgerd.
+    tokio::spawn(common::tls::reload_on_sighup(cfg.tls.clone()));
     tracing::info!(addr = %cfg.listen, store = backend, tls = cfg.tls.is_some(), "ledgerd listening");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -189,7 +191,6 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
     let server = match &cfg.tls {
         Some(cert) => {
             let tls = cert.server_config().context("TLS config")?;
-            tokio::spawn(reload_on_sighup(Arc::clone(cert)));
             tokio::spawn(common::http::serve_tls(listener, tls, limits, Arc::clone(&api).handler(), shutdown_rx))
         }
         None => tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx)),
@@ -207,22 +208,6 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// SIGHUP re-reads the TLS certificate and key: new connections get the new
-/// certificate, open ones keep theirs; a bad pair keeps the old one (ERROR).
-async fn reload_on_sighup(cert: Arc<common::tls::Certificate>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: the TLS certificate is reloaded only by a restart");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match cert.reload() {
-            Ok(()) => tracing::info!("TLS certificate reloaded"),
-            Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
-        }
-    }
 }
 
 async fn wait_for_signal() {
