@@ -84,6 +84,18 @@ async fn ledger_pg_two_processes_two_nodes_same_ids_recorded_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let count = |m: &ForwardMetrics, r: &'static str| m.events_total.get_or_create(&[("result", r)]).get();
+    // The forwarder counts a batch's results just after marking its records,
+    // so the last batches can be counted a moment after the spool is empty:
+    // wait until every one of the 800 forwarded events has a result.
+    let counted = || -> u64 {
+        running
+            .iter()
+            .map(|(_, m, ..)| ["accepted", "duplicate", "conflict", "rejected"].iter().map(|r| count(m, r)).sum::<u64>())
+            .sum()
+    };
+    while counted() < 800 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let accepted: u64 = running.iter().map(|(_, m, ..)| count(m, "accepted")).sum();
     let duplicate: u64 = running.iter().map(|(_, m, ..)| count(m, "duplicate")).sum();
     assert_eq!((accepted, duplicate), (400, 400), "each id accepted exactly once across both ledgerd");
