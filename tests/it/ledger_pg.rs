@@ -44,16 +44,23 @@ fn event(id: &str) -> Event {
     .expect("valid event")
 }
 
-#[tokio::test]
-async fn ledger_pg_two_processes_two_nodes_same_ids_recorded_once() {
-    let schema = schema("two");
+/// Two ledgerd (files under `dir/a`, `dir/b`) on the same PostgreSQL schema,
+/// both answering `/readyz` 200.
+async fn two_ready_ledgerd(dir: &std::path::Path, schema: &str) -> (Ledgerd, Ledgerd) {
     let url = format!("{}?schema={schema}", pg_base());
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let a = Ledgerd::start_with(&tmp.path().join("a"), &url, test_support::free_port()).await.expect("ledgerd a");
-    let b = Ledgerd::start_with(&tmp.path().join("b"), &url, test_support::free_port()).await.expect("ledgerd b");
+    let a = Ledgerd::start_with(&dir.join("a"), &url, test_support::free_port()).await.expect("ledgerd a");
+    let b = Ledgerd::start_with(&dir.join("b"), &url, test_support::free_port()).await.expect("ledgerd b");
     for l in [&a, &b] {
         test_support::wait_http_ok(&format!("{}/readyz", l.url), Duration::from_secs(10)).await.expect("ready");
     }
+    (a, b)
+}
+
+#[tokio::test]
+async fn ledger_pg_two_processes_two_nodes_same_ids_recorded_once() {
+    let schema = schema("two");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_ready_ledgerd(tmp.path(), &schema).await;
     let ids: Vec<String> = (0..400).map(|i| format!("same-{i}")).collect();
     let mut nodes = Vec::new();
     for (name, ledger) in [("front-1", &a), ("front-2", &b)] {
@@ -185,13 +192,8 @@ async fn ledger_pg_two_ledgerd_take_two_edge_drains_at_once() {
     const OWN: usize = 3000;
     const BOTH: usize = 1000;
     let schema = schema("drains");
-    let url = format!("{}?schema={schema}", pg_base());
     let tmp = tempfile::tempdir().expect("tempdir");
-    let a = Ledgerd::start_with(&tmp.path().join("a"), &url, test_support::free_port()).await.expect("ledgerd a");
-    let b = Ledgerd::start_with(&tmp.path().join("b"), &url, test_support::free_port()).await.expect("ledgerd b");
-    for l in [&a, &b] {
-        test_support::wait_http_ok(&format!("{}/readyz", l.url), Duration::from_secs(10)).await.expect("ready");
-    }
+    let (a, b) = two_ready_ledgerd(tmp.path(), &schema).await;
     let mut edges = Vec::new();
     for (node, own) in [("edge-a", &a), ("edge-b", &b)] {
         let mut links = Vec::new();
