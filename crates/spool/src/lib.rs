@@ -441,7 +441,7 @@ impl Spool {
     pub fn open_with(cfg: SpoolConfig, observer: Option<CommitObserver>) -> Result<Spool, SpoolError> {
         durable::create_dir_all(&cfg.dir)
             .map_err(|e| SpoolError::Storage(format!("create {}: {e}", cfg.dir.display())))?;
-        let (db, committer) = durable::open(&cfg.dir.join("sled"), SLED_CACHE_BYTES, LOCK_WAIT)?;
+        let (db, committer) = durable::open(&store_dir(&cfg.dir), SLED_CACHE_BYTES, LOCK_WAIT)?;
         let committer = Arc::new(committer);
         let counters = Counters {
             pending: AtomicU64::new(0),
@@ -1220,7 +1220,13 @@ pub fn record_key(seq: u64) -> [u8; 9] {
     key(P_RECORD, seq)
 }
 
+/// The sled store of the spool in `dir` (what a bare sled open of the same
+/// data opens, for benchmarks and tools).
+pub fn store_dir(dir: &Path) -> PathBuf {
+    dir.join("sled")
+}
+
 /// Whether a spool directory exists and holds a sled database.
 pub fn exists(dir: &Path) -> bool {
-    dir.join("sled").exists()
+    store_dir(dir).exists()
 }
