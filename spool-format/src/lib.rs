@@ -43,6 +43,7 @@
 //!   pinned to `=1.3.3` for that reason, and `tests/golden.rs` checks bytes that
 //!   are committed to the repository.
 
+mod block;
 mod event;
 pub mod json;
 mod record;
@@ -51,6 +52,11 @@ pub use event::{
     Event, FieldError, Kind, ParseError, AMOUNT_MAX, AMOUNT_MIN, ATTRIBUTES_MAX,
     ATTRIBUTE_KEY_BYTES_MAX, ATTRIBUTE_VALUE_BYTES_MAX, CURRENCY_BYTES_MAX, ID_BYTES_MAX,
     ITEM_BYTES_MAX, LABEL_BYTES_MAX,
+};
+pub use block::{
+    decode_block, decode_entry, encode_entry, entry_frame_len, entry_seq, peek_block_header, Block,
+    BlockBuilder, BlockError, BlockHeader, Entry, Frames, BLOCK_FORMAT_VERSION, BLOCK_HEADER_BYTES,
+    BLOCK_MAGIC, BLOCK_PAYLOAD_BYTES_MAX,
 };
 pub use json::JsonError;
 pub use record::{

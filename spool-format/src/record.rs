@@ -96,7 +96,7 @@ pub enum DecodeError {
     Truncated { len: usize },
     #[error("bad magic {found:02x?}")]
     BadMagic { found: [u8; 4] },
-    #[error("unsupported format version {found} (this build reads {FORMAT_VERSION})")]
+    #[error("unsupported format version {found} for this frame")]
     UnsupportedVersion { found: u16 },
     #[error("reserved flags set: {found:#06x}")]
     BadFlags { found: u16 },
@@ -118,7 +118,7 @@ pub enum DecodeError {
 // changes the format: bump FORMAT_VERSION and add golden vectors.
 
 #[derive(Serialize, Deserialize)]
-struct TimeV1 {
+pub(crate) struct TimeV1 {
     unix_secs: i64,
     nanos: u32,
 }
@@ -131,7 +131,7 @@ enum StateV1 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct EventV1 {
+pub(crate) struct EventV1 {
     id: String,
     kind: u8,
     amount: u64,
@@ -160,7 +160,7 @@ struct RecordV1 {
 /// prefixes, u32 enum tags), with a size limit so that a corrupt length inside a
 /// body can never make the decoder allocate more than the body holds, and trailing
 /// bytes refused. Byte-for-byte the same as `bincode::serialize`.
-fn codec() -> impl bincode::Options {
+pub(crate) fn codec() -> impl bincode::Options {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .with_little_endian()
@@ -168,11 +168,11 @@ fn codec() -> impl bincode::Options {
         .reject_trailing_bytes()
 }
 
-fn time_to_v1(t: OffsetDateTime) -> TimeV1 {
+pub(crate) fn time_to_v1(t: OffsetDateTime) -> TimeV1 {
     TimeV1 { unix_secs: t.unix_timestamp(), nanos: t.nanosecond() }
 }
 
-fn time_from_v1(t: &TimeV1) -> Result<OffsetDateTime, DecodeError> {
+pub(crate) fn time_from_v1(t: &TimeV1) -> Result<OffsetDateTime, DecodeError> {
     let nanos = i128::from(t.unix_secs) * 1_000_000_000 + i128::from(t.nanos);
     if t.nanos >= 1_000_000_000 {
         return Err(DecodeError::Invalid(format!("timestamp nanos {} out of range", t.nanos)));
@@ -181,7 +181,7 @@ fn time_from_v1(t: &TimeV1) -> Result<OffsetDateTime, DecodeError> {
         .map_err(|e| DecodeError::Invalid(format!("timestamp: {e}")))
 }
 
-fn event_to_v1(e: &Event) -> EventV1 {
+pub(crate) fn event_to_v1(e: &Event) -> EventV1 {
     EventV1 {
         id: e.id.clone(),
         kind: e.kind.to_u8(),
@@ -198,7 +198,7 @@ fn event_to_v1(e: &Event) -> EventV1 {
     }
 }
 
-fn event_from_v1(e: EventV1) -> Result<Event, DecodeError> {
+pub(crate) fn event_from_v1(e: EventV1) -> Result<Event, DecodeError> {
     let kind = Kind::from_u8(e.kind)
         .ok_or_else(|| DecodeError::Invalid(format!("unknown kind tag {}", e.kind)))?;
     let attributes_len = e.attributes.len();
@@ -267,17 +267,17 @@ pub fn encode_record(r: &Record) -> Vec<u8> {
     out
 }
 
-fn le_u16(b: &[u8]) -> u16 {
+pub(crate) fn le_u16(b: &[u8]) -> u16 {
     u16::from_le_bytes([b[0], b[1]])
 }
 
-fn le_u32(b: &[u8]) -> u32 {
+pub(crate) fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Decodes and verifies a record frame: magic, version, flags, length, CRC32C,
-/// body, and finally the record's own invariants.
-pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+/// Checks a frame's header and checksum for format `version`: magic,
+/// length, CRC32C, version, flags. Returns the body.
+pub(crate) fn check_frame(bytes: &[u8], version: u16) -> Result<&[u8], DecodeError> {
     if bytes.len() < HEADER_BYTES {
         return Err(DecodeError::Truncated { len: bytes.len() });
     }
@@ -300,14 +300,21 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
     // Version and flags are covered by the checksum, so they are checked after it:
     // a flipped version bit reads as corruption, not as a future format.
-    let version = le_u16(&bytes[4..6]);
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: version });
+    let found = le_u16(&bytes[4..6]);
+    if found != version {
+        return Err(DecodeError::UnsupportedVersion { found });
     }
     let flags = le_u16(&bytes[6..8]);
     if flags != 0 {
         return Err(DecodeError::BadFlags { found: flags });
     }
+    Ok(body)
+}
+
+/// Decodes and verifies a record frame: magic, version, flags, length, CRC32C,
+/// body, and finally the record's own invariants.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let body = check_frame(bytes, FORMAT_VERSION)?;
     let v1: RecordV1 =
         codec().deserialize(body).map_err(|e| DecodeError::Body(e.to_string()))?;
     if v1.node.len() > NODE_BYTES_MAX {

@@ -368,3 +368,111 @@ proptest! {
         let _ = Event::parse_json(s.as_bytes());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Format version 2: entry frames and blocks.
+
+fn sample_block() -> (Vec<u8>, Vec<Entry>) {
+    let event = Event::from_json_value(&sample()).expect("valid");
+    let mut second = sample();
+    second["id"] = json!("sl-0c6f8e2a-8d4b-4f5e-9a1b-2c3d4e5f6a7b");
+    second["amount"] = json!(1);
+    let event2 = Event::from_json_value(&second).expect("valid");
+    let t = time::macros::datetime!(2026-11-24 12:00:01.5 UTC);
+    let entries = vec![
+        Entry { seq: 42, received_at: t, event },
+        Entry { seq: 43, received_at: t + time::Duration::milliseconds(3), event: event2 },
+    ];
+    let mut b = BlockBuilder::new();
+    for e in &entries {
+        b.push(e.seq, &encode_entry(e.seq, e.received_at, &e.event));
+    }
+    (b.finish("front-1"), entries)
+}
+
+/// Format version 2 is pinned like version 1: these bytes are committed.
+#[test]
+fn golden_v2_block_decodes_and_encodes_identically() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/block_v2.bin");
+    let (encoded, entries) = sample_block();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &encoded).expect("write golden");
+    }
+    let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let block = decode_block(&golden).expect("golden block decodes");
+    assert_eq!(block.header, BlockHeader { first_seq: 42, last_seq: 43, count: 2, node: "front-1".into() });
+    assert_eq!(block.entries().expect("entries"), entries);
+    assert_eq!(encoded, golden, "block encoding changed; old spools would not read back");
+}
+
+#[test]
+fn golden_v2_layout_is_as_documented() {
+    let (b, entries) = sample_block();
+    assert_eq!(&b[0..4], b"OGSB");
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 2);
+    assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 42);
+    assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 43);
+    assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 2);
+    let payload_len = u32::from_le_bytes(b[28..32].try_into().unwrap()) as usize;
+    assert_eq!(usize::from(b[32]), "front-1".len());
+    assert_eq!(&b[33..40], b"front-1");
+    let crc = u32::from_le_bytes(b[40..44].try_into().unwrap());
+    let mut covered = b[4..40].to_vec();
+    covered.extend_from_slice(&b[44..]);
+    assert_eq!(crc, crc32c::crc32c(&covered));
+    assert_eq!(payload_len, b.len() - 44);
+    // The payload is the entry frames, each a version-2 frame of its own.
+    let first = encode_entry(42, entries[0].received_at, &entries[0].event);
+    assert_eq!(&b[44..44 + first.len()], &first[..]);
+    assert_eq!(&first[0..4], b"OGSR");
+    assert_eq!(u16::from_le_bytes([first[4], first[5]]), 2);
+    assert_eq!(&first[16..24], &42u64.to_le_bytes());
+    // A v2 entry is not a v1 record, and the reverse: each names the version.
+    assert_eq!(decode_record(&first), Err(DecodeError::UnsupportedVersion { found: 2 }));
+    let v1 = encode_record(&sample_record(State::Pending));
+    assert_eq!(decode_entry(&v1), Err(DecodeError::UnsupportedVersion { found: 1 }));
+}
+
+#[test]
+fn every_flipped_byte_of_a_block_is_named() {
+    let (good, _) = sample_block();
+    for i in 0..good.len() {
+        let mut b = good.clone();
+        b[i] ^= 0x10;
+        let verdict = decode_block(&b).and_then(|blk| blk.entries().map(|_| ()));
+        assert!(verdict.is_err(), "flipped byte {i} of the block went unnoticed");
+    }
+    for n in [0, 10, 36, good.len() - 1] {
+        assert!(decode_block(&good[..n]).is_err(), "block cut at {n} accepted");
+    }
+}
+
+#[test]
+fn a_damaged_entry_is_named_by_its_index() {
+    // Rebuild a block around a damaged entry (so the block checksum holds and
+    // the entry's own checksum is what catches it).
+    let (_, entries) = sample_block();
+    let f0 = encode_entry(42, entries[0].received_at, &entries[0].event);
+    let mut f1 = encode_entry(43, entries[1].received_at, &entries[1].event);
+    let last = f1.len() - 1;
+    f1[last] ^= 1;
+    let mut b = BlockBuilder::new();
+    b.push(42, &f0);
+    b.push(43, &f1);
+    let bytes = b.finish("n");
+    let block = decode_block(&bytes).expect("block checksum holds");
+    assert_eq!(block.find(42).expect("first entry fine").map(|e| e.seq), Some(42));
+    match block.entries() {
+        Err(BlockError::Entry { index: 1, seq: 43, error: DecodeError::Checksum { .. } }) => {}
+        other => panic!("expected entry 1's checksum to fail, got {other:?}"),
+    }
+}
+
+proptest! {
+    #[test]
+    fn block_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(b) = decode_block(&bytes) {
+            let _ = b.entries();
+        }
+    }
+}
