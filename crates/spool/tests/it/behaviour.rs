@@ -66,8 +66,9 @@ fn pending_reads_in_seq_order_from_a_cursor_with_limits() {
     let rest = spool.read_pending(0, 100, usize::MAX).expect("read");
     assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 5, 6, 7, 8, 9, 10]);
     let r2 = spool.get(2).expect("get").expect("present");
-    assert!(matches!(r2.state, State::Acked { ledger_seq: Some(77), .. }));
-    assert_eq!(r2.attempts, 1);
+    // Format 2 keeps no per-record ack data: the ledger's seq and the attempts
+    // of an acked record are not stored (the watermark is).
+    assert!(matches!(r2.state, State::Acked { ledger_seq: None, .. }), "{:?}", r2.state);
     let r4 = spool.get(4).expect("get").expect("present");
     match r4.state {
         State::Dead { code, reason, .. } => {
@@ -381,4 +382,91 @@ fn a_regressed_spool_refuses_to_open_unless_accepted() {
         other => panic!("{other:?}"),
     }
     spool.close();
+}
+
+/// The dedupe window is the records' retention, exactly: six days after an
+/// event was acked a resend is still a duplicate of the original seq and a
+/// changed event with its id still a conflict; once compaction has removed it
+/// (retention passed), the id is free again.
+#[test]
+fn dedupe_holds_for_the_whole_retention_and_ends_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(dir.path());
+    let t0 = OffsetDateTime::now_utc();
+    let day = Duration::from_secs(86400);
+    let first = rt().block_on(spool.append_at(event("week-1", 5), t0)).expect("append");
+    assert_eq!(first, AppendOutcome::Accepted { seq: 1 });
+    for i in 0..50 {
+        rt().block_on(spool.append_at(event(&format!("other-{i}"), 1), t0)).expect("append");
+    }
+    let acks: Vec<_> = (1..=51).map(|s| (s, 1, None)).collect();
+    spool.mark_acked(&acks).expect("ack");
+    rt().block_on(spool.wait_durable()).expect("durable");
+    let six_days = t0 + day * 6;
+    assert_eq!(spool.compact(six_days).expect("compact"), 0, "inside the retention nothing goes");
+    // Reopen in between: the window survives restarts.
+    spool.close();
+    drop(spool);
+    let spool = open(dir.path());
+    assert_eq!(rt().block_on(spool.append_at(event("week-1", 5), six_days)).expect("append"), AppendOutcome::Duplicate { seq: 1 });
+    assert_eq!(rt().block_on(spool.append_at(event("week-1", 6), six_days)).expect("append"), AppendOutcome::Conflict { seq: 1 });
+    let eight_days = t0 + day * 8;
+    assert_eq!(spool.compact(eight_days).expect("compact"), 51);
+    assert!(spool.get(1).expect("get").is_none());
+    let again = rt().block_on(spool.append_at(event("week-1", 6), eight_days)).expect("append");
+    assert!(matches!(again, AppendOutcome::Accepted { seq } if seq > 51), "{again:?}");
+}
+
+/// A spool written by the format-1 engine (the fixture was made by it, see
+/// examples/make_v1_fixture.rs) opens with this engine: upgraded in place,
+/// every pending record pending under its seq, the dead letter kept with its
+/// reason, the dropped one gone, acked ids still deduping, seqs continuing.
+#[test]
+fn a_v1_spool_upgrades_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-spool.tar.gz");
+    let status = std::process::Command::new("tar").arg("-xzf").arg(&fixture).arg("-C").arg(dir.path()).status().expect("run tar");
+    assert!(status.success(), "unpack the v1 fixture");
+    let root = dir.path().join("spool");
+    assert!(spool::upgrade::is_v1(&root).expect("probe"), "the fixture is a format-1 spool");
+    let spool = open(&root);
+    assert!(!spool::upgrade::is_v1(&root).expect("probe"));
+    assert!(!root.join("sled-v1").exists(), "the v1 store is removed once the upgrade is durable");
+    let s = spool.stats().expect("stats");
+    assert_eq!((s.pending_events, s.acked_events, s.dead_events), (10, 8, 1), "{s:?}");
+    let pending: Vec<u64> = spool.read_pending(0, 100, usize::MAX).expect("read").iter().map(|r| r.seq).collect();
+    assert_eq!(pending, vec![10, 11, 13, 14, 15, 16, 17, 18, 19, 20]);
+    let r = spool.get(6).expect("get").expect("dead letter kept");
+    assert!(matches!(&r.state, State::Dead { code, .. } if code == "conflict"), "{:?}", r.state);
+    assert_eq!(r.attempts, 2);
+    assert!(spool.get(9).expect("get").is_none(), "the dropped dead letter stays gone");
+    assert!(matches!(spool.get(12).expect("get").expect("acked").state, State::Acked { .. }));
+    assert_eq!(spool.get(13).expect("get").expect("pending").node, "front-v1");
+    // Dedupe answers for acked, pending and dead ids alike.
+    // The event exactly as examples/make_v1_fixture.rs wrote it.
+    let v1_event = |id: &str, amount: u64| {
+        spool_format::Event::from_json_value(&serde_json::json!({
+            "id": id, "kind": "purchase", "amount": amount, "currency": "L$",
+            "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+            "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+            "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+            "occurred_at": "2026-11-24T12:00:00Z"
+        }))
+        .expect("valid")
+    };
+    for (id, amount, seq) in [("v1-3", 103, 3), ("v1-12", 112, 12), ("v1-15", 115, 15), ("v1-6", 106, 6)] {
+        assert_eq!(rt().block_on(spool.append(v1_event(id, amount))).expect("append"), AppendOutcome::Duplicate { seq });
+    }
+    assert_eq!(rt().block_on(spool.append(v1_event("v1-3", 1))).expect("append"), AppendOutcome::Conflict { seq: 3 });
+    assert_eq!(rt().block_on(spool.append(event("new-after-upgrade", 1))).expect("append"), AppendOutcome::Accepted { seq: 21 });
+    // Acks by position from here on: the watermark passes the old acked ones.
+    let acks: Vec<_> = pending.iter().map(|s| (*s, 1, None)).collect();
+    spool.mark_acked(&acks).expect("ack");
+    assert_eq!(spool.stats().expect("stats").acked_watermark, 20);
+    let report = spool.verify(|_| {}).expect("verify");
+    assert!(report.faults.is_empty(), "{:?}", report.faults);
+    spool.close();
+    drop(spool);
+    let spool = open(&root);
+    assert_eq!(spool.read_pending(0, 100, usize::MAX).expect("read").iter().map(|r| r.seq).collect::<Vec<_>>(), vec![21]);
 }

@@ -105,10 +105,16 @@ fn acknowledged_appends_survive_sigkill() {
             }
         });
         // Wait for the first acknowledgement, then let it run a random while.
+        // Wait for the first acknowledgement (the child's test harness prints
+        // a line or two first, and opening takes a moment), then kill it at a
+        // random point while appends are in flight.
         let mut lines = Vec::new();
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => lines.push(l),
-            Err(e) => panic!("cycle {cycle}: child produced nothing: {e}"),
+        let first_ack_by = Instant::now() + Duration::from_secs(30);
+        while !lines.iter().any(|l: &String| l.split_once(' ').is_some_and(|(s, _)| s.parse::<u64>().is_ok())) {
+            match rx.recv_timeout(first_ack_by.saturating_duration_since(Instant::now())) {
+                Ok(l) => lines.push(l),
+                Err(e) => panic!("cycle {cycle}: child acknowledged nothing: {e}"),
+            }
         }
         let run_for = Duration::from_millis(rng.gen_range(5..120));
         let until = Instant::now() + run_for;

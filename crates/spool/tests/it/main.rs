@@ -36,3 +36,7 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+pub fn len<T>(v: &[T]) -> u64 {
+    u64::try_from(v.len()).expect("fits")
+}
