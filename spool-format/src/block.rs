@@ -365,3 +365,66 @@ impl<'a> Iterator for Frames<'a> {
         }
     }
 }
+
+/// What can be read out of a block whose own checksum failed: the entries
+/// that still pass their own checksum, and the ones that do not.
+#[derive(Debug)]
+pub struct Salvage<'a> {
+    /// The block's first seq as its header says (unverified).
+    pub first_seq: u64,
+    /// The node id from the header, if it is still valid UTF-8.
+    pub node: Option<String>,
+    /// Entries whose own frame verifies: (seq, frame).
+    pub good: Vec<(u64, &'a [u8])>,
+    /// Entries that do not verify, by their position: (seq they should have,
+    /// why). After a frame whose length cannot be trusted nothing more is
+    /// read: `rest_lost` is then set.
+    pub bad: Vec<(u64, DecodeError)>,
+    pub rest_lost: bool,
+}
+
+/// Reads a block without trusting its checksum, entry by entry (each entry
+/// has a checksum of its own), so that one damaged record does not take its
+/// neighbours with it. `None` when the header is beyond use.
+pub fn salvage_block(bytes: &[u8]) -> Option<Salvage<'_>> {
+    if bytes.len() < BLOCK_HEADER_BYTES || bytes[..4] != BLOCK_MAGIC {
+        return None;
+    }
+    let node_len = usize::from(bytes[32]);
+    let header_len = BLOCK_HEADER_BYTES + node_len;
+    if bytes.len() < header_len || node_len > NODE_BYTES_MAX {
+        return None;
+    }
+    let first_seq = le_u64(&bytes[8..16]);
+    let node = std::str::from_utf8(&bytes[33..33 + node_len]).ok().map(str::to_owned);
+    let mut s = Salvage { first_seq, node, good: Vec::new(), bad: Vec::new(), rest_lost: false };
+    let mut rest = &bytes[header_len..];
+    let mut expect = first_seq;
+    while !rest.is_empty() {
+        let n = match entry_frame_len(rest) {
+            Ok(n) => n,
+            Err(e) => {
+                s.bad.push((expect, e));
+                s.rest_lost = true;
+                break;
+            }
+        };
+        let frame = &rest[..n];
+        match entry_seq(frame) {
+            Ok(seq) if seq >= expect => {
+                s.good.push((seq, frame));
+                expect = seq + 1;
+            }
+            Ok(seq) => {
+                s.bad.push((expect, DecodeError::Invalid(format!("entry says seq {seq}, out of order"))));
+                expect += 1;
+            }
+            Err(e) => {
+                s.bad.push((expect, e));
+                expect += 1;
+            }
+        }
+        rest = &rest[n..];
+    }
+    Some(s)
+}

@@ -447,37 +447,70 @@ impl Spool {
     }
 
     /// Moves a block that failed verification out of the way: its raw bytes
-    /// go to the quarantine, its seqs become a hole. Never forwarded.
-    pub(crate) fn quarantine_block(&self, first_seq: u64, raw: &[u8], why: &str) {
+    /// go to the quarantine, and the entries that still pass their own
+    /// checksum go back into a new block (returned, so the caller can read
+    /// them right away); the damaged ones become a hole. Never forwarded.
+    pub(crate) fn quarantine_block(&self, first_seq: u64, raw: &[u8], why: &str) -> Option<Vec<u8>> {
         let visible = crate::seq_visible(&self.inner);
-        let (last, count) = match spool_format::peek_block_header(raw) {
-            Some((f, l, c)) if f == first_seq && l >= f && l <= visible && u64::from(c) <= l - f + 1 => (l, u64::from(c)),
-            _ => (first_seq, 1),
+        let header_last = match spool_format::peek_block_header(raw) {
+            Some((f, l, c)) if f == first_seq && l >= f && l <= visible && u64::from(c) <= l - f + 1 => Some(l),
+            _ => None,
         };
-        tracing::error!(first_seq, last_seq = last, reason = why, "corrupt spool block quarantined; its records will not be forwarded");
+        let salvage = spool_format::salvage_block(raw).filter(|s| s.first_seq == first_seq && !s.good.is_empty());
+        let mut lost: Vec<(u64, u64)> = Vec::new();
+        let mut rebuilt = None;
+        match &salvage {
+            Some(s) => {
+                let mut b = spool_format::BlockBuilder::new();
+                for (seq, frame) in &s.good {
+                    if *seq <= visible {
+                        b.push(*seq, frame);
+                    }
+                }
+                for (seq, _) in &s.bad {
+                    lost.push((*seq, *seq));
+                }
+                if s.rest_lost {
+                    let from = s.bad.last().map_or(first_seq, |(q, _)| *q);
+                    lost.push((from, header_last.unwrap_or(from).max(from)));
+                }
+                if let Some(first_good) = b.first_seq() {
+                    rebuilt = Some((first_good, b.finish(s.node.as_deref().unwrap_or(&self.inner.cfg.node_id))));
+                }
+            }
+            None => lost.push((first_seq, header_last.unwrap_or(first_seq))),
+        }
+        let count: u64 = lost.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        tracing::error!(first_seq, lost = ?lost, reason = why, "corrupt spool block quarantined; its damaged records will not be forwarded");
         let mut a = self.lock_acks();
         if !a.quarantining.insert(first_seq) {
-            return;
+            return None;
         }
-        // Only pending records leave the pending count; approximate when the
-        // header cannot be trusted (this is a corruption path).
-        let pending_here = (first_seq.max(a.watermark + 1)..=last)
-            .filter(|s| !a.done.contains_key(s) && !a.in_hole(*s))
-            .count();
-        let pending_here = len_u64(pending_here).min(count);
+        // Only pending records leave the pending count.
+        let pending_here: u64 = lost
+            .iter()
+            .map(|(lo, hi)| len_u64(((*lo).max(a.watermark + 1)..=*hi).filter(|s| !a.done.contains_key(s) && !a.in_hole(*s)).count()))
+            .sum();
         sub(&mut a.counts.pending, pending_here);
-        sub(&mut a.counts.live_bytes, len_u64(raw.len()) * pending_here / count.max(1));
+        sub(&mut a.counts.live_bytes, len_u64(raw.len()).min(pending_here.saturating_mul(512)));
         a.counts.quarantined += count;
         a.writes.push((key(crate::layout::P_QUARANTINE, first_seq).to_vec(), Some(raw.to_vec())));
         a.writes.push((key(crate::layout::P_BLOCK, first_seq).to_vec(), None));
-        a.mark_hole(first_seq, last);
+        if let Some((k, v)) = &rebuilt {
+            a.writes.push((key(crate::layout::P_BLOCK, *k).to_vec(), Some(v.clone())));
+        }
+        for (lo, hi) in lost {
+            a.mark_hole(lo, hi);
+        }
         a.dirty = true;
         let round = self.inner.writer.rounds_taken() + 1;
         drop(a);
         self.poke();
         if let Err(e) = self.inner.writer.wait_round(round) {
             tracing::error!(first_seq, error = %e, "could not move a corrupt block to the quarantine");
+            return None;
         }
+        rebuilt.map(|(_, v)| v)
     }
 
     /// Whether the writer has changes to commit (tests).

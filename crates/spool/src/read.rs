@@ -132,22 +132,22 @@ impl Spool {
             }
         }
         let Some((first, raw)) = block_of(&self.inner, seq)? else { return Ok(None) };
-        let block = match decode_block(&raw) {
-            Ok(b) => b,
-            Err(e) => {
-                self.quarantine_block(first, &raw, &e.to_string());
-                return Ok(None);
+        let checked = decode_block(&raw).map_err(|e| e.to_string()).and_then(|b| match b.find(seq) {
+            Ok(e) => Ok((b.header.node.clone(), e)),
+            Err(e) => Err(e.to_string()),
+        });
+        let (node, entry) = match checked {
+            Ok((node, Some(e))) => (node, e),
+            Ok((_, None)) => return Ok(None),
+            Err(why) => {
+                let Some(rebuilt) = self.quarantine_block(first, &raw, &why) else { return Ok(None) };
+                let Ok(b) = decode_block(&rebuilt) else { return Ok(None) };
+                match b.find(seq) {
+                    Ok(Some(e)) => (b.header.node.clone(), e),
+                    _ => return Ok(None),
+                }
             }
         };
-        let entry = match block.find(seq) {
-            Ok(Some(e)) => e,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                self.quarantine_block(first, &raw, &e.to_string());
-                return Ok(None);
-            }
-        };
-        let node = block.header.node.clone();
         let Some((state, attempts)) = self.block_state(seq)? else { return Ok(None) };
         Ok(Some(Record { seq, received_at: entry.received_at, node, state, attempts, event: entry.event }))
     }
@@ -180,39 +180,27 @@ impl Spool {
             None => from,
         };
         for item in self.inner.db.range(key(P_BLOCK, start)..=key(P_BLOCK, visible)) {
-            let (k, raw) = item?;
+            let (k, stored) = item?;
             let first = key_u64(&k);
-            let block = match decode_block(&raw) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.quarantine_block(first, &raw, &e.to_string());
-                    continue;
-                }
+            let mut raw: Vec<u8> = stored.to_vec();
+            // A damaged block is quarantined; what it still holds intact is
+            // read right away from the block that replaces it.
+            let problem = match decode_block(&raw) {
+                Err(e) => Some(e.to_string()),
+                Ok(b) if b.header.first_seq != first => Some(format!("block under seq {first} says it starts at {}", b.header.first_seq)),
+                Ok(b) => b.frames().find_map(|f| f.err()).map(|e| e.to_string()),
             };
+            if let Some(why) = problem {
+                match self.quarantine_block(first, &raw, &why) {
+                    Some(rebuilt) => raw = rebuilt,
+                    None => continue,
+                }
+            }
+            let Ok(block) = decode_block(&raw) else { continue };
             if block.header.last_seq < from {
                 continue;
             }
-            if block.header.first_seq != first {
-                self.quarantine_block(first, &raw, &format!("block under seq {first} says it starts at {}", block.header.first_seq));
-                continue;
-            }
-            // Verify every frame of the block before handing any out, so a
-            // damaged block is quarantined whole.
-            let mut frames = Vec::with_capacity(usize::try_from(block.header.count).unwrap_or(0));
-            let mut failed = None;
-            for item in block.frames() {
-                match item {
-                    Ok(x) => frames.push(x),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                self.quarantine_block(first, &raw, &e.to_string());
-                continue;
-            }
+            let frames: Vec<(u64, &[u8])> = block.frames().flatten().collect();
             for (seq, frame) in frames {
                 if seq < from || seq > visible {
                     continue;
@@ -279,7 +267,7 @@ impl Spool {
         })?;
         for (seq, why) in undecodable {
             if let Some((first, raw)) = block_of(&self.inner, seq)? {
-                self.quarantine_block(first, &raw, &why);
+                let _ = self.quarantine_block(first, &raw, &why);
             }
         }
         out.sort_by_key(|(r, _)| r.seq);

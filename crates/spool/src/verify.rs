@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use spool_format::{decode_block, decode_entry, decode_record, State};
 
 use crate::index::decode_chunk;
-use crate::layout::{key_u64, unseal, Meta, META_KEY, P_BLOCK, P_DEAD, P_FILTER, P_PARTITION, P_QUARANTINE, P_REQUEUE, P_RUN, P_TOMBSTONE};
+use crate::layout::{key_u64, len_u64, unseal, Meta, META_KEY, P_BLOCK, P_DEAD, P_FILTER, P_PARTITION, P_QUARANTINE, P_REQUEUE, P_RUN, P_TOMBSTONE};
 use crate::open::catch_sled;
 use crate::{describe_sled, Spool, SpoolError};
 
@@ -135,8 +135,24 @@ impl Spool {
             let block = match decode_block(&v) {
                 Ok(b) => b,
                 Err(e) => {
-                    r.records += 1;
-                    r.fault(Some(first), format!("block {first}: {e}"));
+                    // Name exactly what is damaged: each entry has its own
+                    // checksum.
+                    match spool_format::salvage_block(&v).filter(|s| s.first_seq == first) {
+                        Some(s) => {
+                            r.records += len_u64(s.good.len() + s.bad.len());
+                            for (i, (seq, why)) in s.bad.iter().enumerate() {
+                                let rest = if s.rest_lost && i + 1 == s.bad.len() { "; the rest of the block is unreadable" } else { "" };
+                                r.fault(Some(*seq), format!("record in block {first}: {why}{rest}"));
+                            }
+                            if s.bad.is_empty() {
+                                r.fault(Some(first), format!("block {first}: {e} (every entry intact)"));
+                            }
+                        }
+                        None => {
+                            r.records += 1;
+                            r.fault(Some(first), format!("block {first}: {e}"));
+                        }
+                    }
                     return;
                 }
             };
