@@ -113,7 +113,7 @@ fn spool_error(e: &SpoolError) -> (StatusCode, &'static str, Option<u64>) {
         }
         SpoolError::Closed => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", Some(RETRY_AFTER_SHUTDOWN_SECS)),
         SpoolError::FlushFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed", Some(RETRY_AFTER_STORAGE_SECS)),
-        SpoolError::Storage(_) | SpoolError::Locked(_) | SpoolError::Regressed(_) => {
+        SpoolError::Storage(_) | SpoolError::Locked(_) | SpoolError::Regressed(_) | SpoolError::Corrupt(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None)
         }
     }

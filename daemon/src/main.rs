@@ -80,6 +80,10 @@ fn main() -> ExitCode {
                 eprintln!("spoold: refusing to start; see docs/operations.md (\"store regressed\"); --accept-store-regression overrides");
                 return ExitCode::from(EXIT_STORE_REGRESSED);
             }
+            if let Some(spool::SpoolError::Corrupt(_)) = e.downcast_ref::<spool::SpoolError>() {
+                eprintln!("spoold: refusing to start on a damaged spool; see docs/operations.md (\"corrupt spool\")");
+                return ExitCode::from(EXIT_STORE_REGRESSED);
+            }
             ExitCode::FAILURE
         }
     }

@@ -410,13 +410,13 @@ fn golden_v2_layout_is_as_documented() {
     let (b, entries) = sample_block();
     assert_eq!(&b[0..4], b"OGSB");
     assert_eq!(u16::from_le_bytes([b[4], b[5]]), 2);
-    assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 42);
-    assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 43);
-    assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 2);
-    let payload_len = u32::from_le_bytes(b[28..32].try_into().unwrap()) as usize;
+    assert_eq!(u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")), 42);
+    assert_eq!(u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")), 43);
+    assert_eq!(u32::from_le_bytes(b[24..28].try_into().expect("8 bytes")), 2);
+    let payload_len = u32::from_le_bytes(b[28..32].try_into().expect("8 bytes")) as usize;
     assert_eq!(usize::from(b[32]), "front-1".len());
     assert_eq!(&b[33..40], b"front-1");
-    let crc = u32::from_le_bytes(b[40..44].try_into().unwrap());
+    let crc = u32::from_le_bytes(b[40..44].try_into().expect("8 bytes"));
     let mut covered = b[4..40].to_vec();
     covered.extend_from_slice(&b[44..]);
     assert_eq!(crc, crc32c::crc32c(&covered));

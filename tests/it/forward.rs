@@ -328,7 +328,6 @@ async fn forward_finds_records_requeued_behind_the_cursor_while_busy() {
     proxy.set_mode(Mode::Delay(Duration::from_millis(40)));
     let mut cfg = config(vec![proxy.url()], 1);
     cfg.batch_events_max = 20;
-    cfg.rescan_interval = Duration::from_millis(200);
     let rig = Rig::start(cfg);
     rig.spool.append(event("clash", 1)).await.expect("append clash");
     rig.append("busy", 1500).await;

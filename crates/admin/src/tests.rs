@@ -154,10 +154,15 @@ async fn verify_names_a_flipped_byte() {
     assert_eq!((v.records, v.faults.len()), (4, 0));
 
     let db = spool::raw_db(&spool);
-    let mut raw = db.get(spool::record_key(3)).unwrap().unwrap().to_vec();
-    let last = raw.len() - 1;
-    raw[last] ^= 0x40;
-    db.insert(spool::record_key(3), raw).unwrap();
+    // The four records share one block; flip the last byte of record 3's frame.
+    let mut raw = db.get(spool::block_key(1)).unwrap().unwrap().to_vec();
+    let end_of_3 = {
+        let block = spool_format::decode_block(&raw).unwrap();
+        let (_, frame) = block.frames().map(Result::unwrap).find(|(seq, _)| *seq == 3).unwrap();
+        frame.as_ptr() as usize - raw.as_ptr() as usize + frame.len() - 1
+    };
+    raw[end_of_3] ^= 0x40;
+    db.insert(spool::block_key(1), raw).unwrap();
     db.flush().unwrap();
     let v: VerifyData = data(execute(&spool, AdminRequest::Verify).await);
     assert_eq!(v.faults.len(), 1, "{v:?}");

@@ -51,11 +51,6 @@ use policy::{decide, parse_retry_after, Ceiling, Decision, Reply, RetryKind, Wor
 /// [`ForwarderHandle::wake`]: short enough that an event reaches the ledger
 /// within a fraction of a second, long enough to cost nothing.
 pub const IDLE_POLL_DEFAULT: Duration = Duration::from_millis(200);
-/// How often a busy forwarder scans the pending queue from the start to pick
-/// up records that became pending behind its cursor: rare events (requeues, a
-/// late-visible concurrent append), so a few seconds of delay is fine, and the
-/// scan costs one read of at most `inflight × batch` records to skip.
-pub const RESCAN_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for batches in flight before abandoning them (they
 /// stay pending and are sent again after the restart).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -110,8 +105,6 @@ pub struct ForwarderConfig {
     pub retry_max: Duration,
     /// Poll interval when the spool is empty (see [`IDLE_POLL_DEFAULT`]).
     pub idle_poll: Duration,
-    /// Interval of scans from the start while busy (see [`RESCAN_INTERVAL_DEFAULT`]).
-    pub rescan_interval: Duration,
     /// Interval of `/readyz` probes while no batch is in flight (see
     /// [`LEDGER_PROBE_INTERVAL_DEFAULT`]).
     pub probe_interval: Duration,
@@ -134,7 +127,6 @@ impl ForwarderConfig {
             retry_initial: RETRY_INITIAL_DEFAULT,
             retry_max: RETRY_MAX_DEFAULT,
             idle_poll: IDLE_POLL_DEFAULT,
-            rescan_interval: RESCAN_INTERVAL_DEFAULT,
             probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,
             extra_roots: Vec::new(),
         }
@@ -457,20 +449,17 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     // so nothing is sent twice at once. Bounded by inflight × batch_events_max.
     let mut inflight_seqs: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
     let mut busy: HashSet<u64> = HashSet::new();
-    let mut last_scan_from_start = Instant::now();
     let max = ctx.cfg.inflight_batches_max;
     tracing::info!(node = %ctx.cfg.node_id, urls = ?ctx.cfg.urls, "forwarder started");
     loop {
         if *shutdown.borrow() {
             break;
         }
-        // Records can become pending behind the cursor: a concurrent append
-        // whose seq was taken before a later one became visible, a dead letter
-        // requeued, an import. Scanning from the start now and then (and on
-        // request) finds them even when the forwarder is never idle.
-        if ctx.shared.rescan.swap(false, Ordering::SeqCst) || last_scan_from_start.elapsed() >= ctx.cfg.rescan_interval {
+        // The spool makes records visible in seq order, so nothing becomes
+        // pending behind the cursor except a requeue (dlq retry, reconcile,
+        // import), which asks for a scan from the start (`rescan`).
+        if ctx.shared.rescan.swap(false, Ordering::SeqCst) {
             cursor = 0;
-            last_scan_from_start = Instant::now();
         }
         let mut read_failed = false;
         while inflight.len() < max {
@@ -501,7 +490,6 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             // Idle: everything sent so far is answered; the next scan starts
             // from the beginning.
             cursor = 0;
-            last_scan_from_start = Instant::now();
             let pause = if read_failed { ctx.cfg.retry_max.min(Duration::from_secs(1)) } else { ctx.cfg.idle_poll };
             tokio::select! {
                 // A dropped sender means the daemon is gone: stop as for shutdown.
@@ -662,6 +650,9 @@ async fn send_until_answered(ctx: &Ctx, sub: &[Record], shutdown: &mut watch::Re
             }
             Decision::Retry { delay, kind } => {
                 ctx.metrics.retries_total.inc();
+                // For `spoolctl show`: pending records report their attempts.
+                let seqs: Vec<u64> = sub.iter().map(|r| r.seq).collect();
+                ctx.spool.note_attempts(&seqs, total_attempts(&sub[0], attempt));
                 let what = describe(&reply);
                 match kind {
                     RetryKind::Misconfigured => {

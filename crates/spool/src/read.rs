@@ -352,7 +352,24 @@ impl Spool {
                 break;
             }
         }
-        let mut out = self.list(StateFilter::All, from, limit.saturating_mul(2).max(limit))?;
+        let mut out = Vec::new();
+        self.walk_blocks(from, |_, seq, _| {
+            if let Some(r) = self.get(seq)? {
+                out.push(r);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        // Dead letters and requeued records whose blocks are gone.
+        for prefix in [P_DEAD, P_REQUEUE] {
+            for item in self.inner.db.scan_prefix([prefix]).rev().take(limit) {
+                let (k, _) = item?;
+                if let Some(r) = self.frame_record(prefix, key_u64(&k))? {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.seq);
+        out.dedup_by_key(|r| r.seq);
         let skip = out.len().saturating_sub(limit);
         out.drain(..skip);
         Ok(out)
