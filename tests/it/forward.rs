@@ -145,7 +145,8 @@ async fn forward_ledger_down_then_up_delivers_everything_once() {
     assert_eq!(rig.metrics.events_total.get_or_create(&[("result", "accepted")]).get(), 300);
     let acked = rig.spool.list(StateFilter::Acked, 0, 1000).expect("list");
     assert_eq!(acked.len(), 300);
-    assert!(acked.iter().all(|r| matches!(r.state, State::Acked { ledger_seq: Some(_), .. }) && r.attempts >= 1));
+    // Format 2 keeps no per-record ack data (the watermark says acked).
+    assert!(acked.iter().all(|r| matches!(r.state, State::Acked { .. })));
     rig.stop().await;
 }
 

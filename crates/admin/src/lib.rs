@@ -140,7 +140,11 @@ pub struct FaultData {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifyData {
     pub records: u64,
+    /// The first faults found (at most `spool::FAULTS_KEPT_MAX`).
     pub faults: Vec<FaultData>,
+    /// Every fault found (more than `faults` holds on a badly damaged spool).
+    #[serde(default)]
+    pub faults_total: u64,
 }
 
 /// `data` of `dlq_retry`.
@@ -495,12 +499,18 @@ async fn import(spool: &Spool, events: Vec<serde_json::Value>) -> Result<AdminRe
 async fn verify(spool: &Spool) -> Result<AdminResponse, AdminResponse> {
     let report = blocking(spool, |s| s.verify(|_| {})).await?;
     if !report.faults.is_empty() {
-        tracing::error!(faults = report.faults.len(), records = report.records, "spool verify found faults");
+        tracing::error!(faults = report.faults_total, records = report.records, "spool verify found faults");
     }
-    Ok(to_data(&VerifyData {
+    Ok(to_data(&verify_data(report)))
+}
+
+/// The admin answer for a verify report.
+pub fn verify_data(report: spool::VerifyReport) -> VerifyData {
+    VerifyData {
         records: report.records,
+        faults_total: report.faults_total,
         faults: report.faults.into_iter().map(|f| FaultData { seq: f.seq, what: f.what }).collect(),
-    }))
+    }
 }
 
 /// Dead letters read per page by `dlq retry --all`.

@@ -32,7 +32,7 @@ pub mod policy;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::wire::{BatchResults, LedgerBatch, LedgerBatchEvent, LedgerResult, LedgerStatus};
 use prometheus_client::metrics::counter::Counter;
@@ -450,6 +450,7 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let mut inflight_seqs: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
     let mut busy: HashSet<u64> = HashSet::new();
     let max = ctx.cfg.inflight_batches_max;
+    let mut seen_requeues = ctx.spool.requeue_count();
     tracing::info!(node = %ctx.cfg.node_id, urls = ?ctx.cfg.urls, "forwarder started");
     loop {
         if *shutdown.borrow() {
@@ -458,7 +459,9 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         // The spool makes records visible in seq order, so nothing becomes
         // pending behind the cursor except a requeue (dlq retry, reconcile,
         // import), which asks for a scan from the start (`rescan`).
-        if ctx.shared.rescan.swap(false, Ordering::SeqCst) {
+        let requeues = ctx.spool.requeue_count();
+        if ctx.shared.rescan.swap(false, Ordering::SeqCst) || requeues != seen_requeues {
+            seen_requeues = requeues;
             cursor = 0;
         }
         let mut read_failed = false;

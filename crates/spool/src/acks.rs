@@ -389,6 +389,7 @@ impl Spool {
             a.dirty = true;
         }
         self.wait_durable().await?;
+        self.inner.requeues.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
     }
 
@@ -423,6 +424,9 @@ impl Spool {
             moved += 1;
         }
         self.wait_durable().await?;
+        if moved > 0 {
+            self.inner.requeues.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(moved)
     }
 

@@ -298,6 +298,8 @@ pub(crate) struct Inner {
     pub(crate) acks: Mutex<acks::AckState>,
     pub(crate) index: RwLock<index::Index>,
     pub(crate) disk: DiskGuard,
+    /// Requeues so far: a reader's cursor must go back when this moves.
+    pub(crate) requeues: AtomicU64,
     /// The newest entry of the ack-time log: (watermark, time).
     pub(crate) last_ack_log: Mutex<Option<(u64, OffsetDateTime)>>,
 }
@@ -388,6 +390,13 @@ impl Spool {
     /// Free disk bytes and inodes right now.
     pub fn disk_free(&self) -> Result<DiskFree, SpoolError> {
         self.inner.disk.free_now().map_err(|e| SpoolError::Storage(format!("statvfs: {e}")))
+    }
+
+    /// How many requeues (dead letters retried, acked records requeued) have
+    /// happened since open. Records only ever become pending behind a reader's
+    /// cursor by a requeue: a forwarder goes back to the start when this moves.
+    pub fn requeue_count(&self) -> u64 {
+        self.inner.requeues.load(Ordering::SeqCst)
     }
 
     /// Counts and sizes.

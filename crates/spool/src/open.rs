@@ -176,6 +176,7 @@ fn finish(cfg: SpoolConfig, db: sled::Db, committer: durable::Committer, observe
         acks: Mutex::new(acks),
         index: RwLock::new(index),
         last_ack_log: Mutex::new(last_ack_log),
+        requeues: AtomicU64::new(0),
     });
     Writer::start(Arc::downgrade(&inner), &writer, guarded.state, observer);
     // Write the meta now if the open changed it (a regression accepted).

@@ -139,7 +139,8 @@ impl Spool {
                     // checksum.
                     match spool_format::salvage_block(&v).filter(|s| s.first_seq == first) {
                         Some(s) => {
-                            r.records += len_u64(s.good.len() + s.bad.len());
+                            let moved_here = s.good.iter().map(|(q, _)| q).chain(s.bad.iter().map(|(q, _)| q)).filter(|q| moved.contains(*q)).count();
+                            r.records += len_u64(s.good.len() + s.bad.len() - moved_here);
                             for (i, (seq, why)) in s.bad.iter().enumerate() {
                                 let rest = if s.rest_lost && i + 1 == s.bad.len() { "; the rest of the block is unreadable" } else { "" };
                                 r.fault(Some(*seq), format!("record in block {first}: {why}{rest}"));

@@ -181,6 +181,9 @@ impl Backend {
                     dir.display()
                 ),
             )),
+            // A damaged store is a finding (exit 1, like a verify fault),
+            // named, not a failure to reach the spool.
+            Err(e @ spool::SpoolError::Corrupt(_)) => Err(fail(EXIT_FAILED, format!("fault: the spool at {}: {e}", dir.display()))),
             Err(e) => Err(fail(EXIT_UNREACHABLE, format!("cannot open the spool at {}: {e}", dir.display()))),
         }
     }
@@ -225,6 +228,35 @@ impl Backend {
             spool.close();
         }
     }
+}
+
+/// `verify` on an opened spool, with a progress bar on a terminal.
+async fn verify_offline(spool: &spool::Spool) -> anyhow::Result<VerifyData> {
+    let spool = spool.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} verified {pos} records {elapsed}") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let report = spool.verify(|n| {
+            if let Some(b) = &bar {
+                if n % 4096 == 0 {
+                    b.set_position(n);
+                }
+            }
+        });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        report
+    })
+    .await
+    .context("verify task")?
+    .map_err(|e| fail(EXIT_FAILED, format!("fault: {e}")))?;
+    Ok(admin::verify_data(report))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -308,23 +340,31 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
         Cmd::Export(args) => export(b, args, json).await,
         Cmd::Import { file, include_acked, include_dead } => import(b, file, *include_acked, *include_dead, json).await,
         Cmd::Verify => {
-            let v: VerifyData = b.call_ok(AdminRequest::Verify).await?;
+            let v: VerifyData = match b {
+                // Offline: verify here, with a progress bar on a terminal.
+                Backend::Offline { spool } => verify_offline(spool).await?,
+                Backend::Online { .. } => b.call_ok(AdminRequest::Verify).await?,
+            };
+            let total = v.faults_total.max(v.faults.len() as u64);
             if json {
                 // JSONL: one fault a line, then the summary.
                 output::print_lines(&v.faults)?;
-                output::print_line(&serde_json::json!({"summary": {"records": v.records, "faults": v.faults.len()}}))?;
-            } else if v.faults.is_empty() {
+                output::print_line(&serde_json::json!({"summary": {"records": v.records, "faults": total}}))?;
+            } else if total == 0 {
                 outln!("verified {} records: no faults", v.records);
             } else {
-                outln!("verified {} records: {} fault(s)", v.records, v.faults.len());
+                outln!("verified {} records: {} fault(s)", v.records, total);
                 for f in &v.faults {
                     match f.seq {
                         Some(seq) => outln!("  seq {seq}: {}", f.what),
                         None => outln!("  {}", f.what),
                     }
                 }
+                if total > v.faults.len() as u64 {
+                    outln!("  ... and {} more not shown", total - v.faults.len() as u64);
+                }
             }
-            Ok(if v.faults.is_empty() { 0 } else { EXIT_FAILED })
+            Ok(if total == 0 { 0 } else { EXIT_FAILED })
         }
         Cmd::Dlq { cmd } => dlq(b, cmd, json).await,
         Cmd::Completions { .. } | Cmd::Man => Ok(0),
