@@ -183,7 +183,9 @@ impl Backend {
             )),
             // A damaged store is a finding (exit 1, like a verify fault),
             // named, not a failure to reach the spool.
-            Err(e @ spool::SpoolError::Corrupt(_)) => Err(fail(EXIT_FAILED, format!("fault: the spool at {}: {e}", dir.display()))),
+            Err(e @ (spool::SpoolError::Corrupt(_) | spool::SpoolError::Regressed(_))) => {
+                Err(fail(EXIT_FAILED, format!("fault: the spool at {}: {e}", dir.display())))
+            }
             Err(e) => Err(fail(EXIT_UNREACHABLE, format!("cannot open the spool at {}: {e}", dir.display()))),
         }
     }
