@@ -18,6 +18,9 @@ enum Op {
     AppendBatch { ids: Vec<(u8, u8)> },
     /// Read pending from the cursor, ack the first `n`.
     ReadAndAck { n: u8 },
+    /// Ack the k-th pending record alone: out of order, held in memory above
+    /// the watermark (and forgotten by a restart).
+    AckOne { k: u8 },
     /// Dead-letter the k-th pending record.
     Dead { k: u8 },
     /// Requeue the k-th dead record.
@@ -34,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<u8>(), any::<u8>()).prop_map(|(id, amount)| Op::Append { id, amount }),
         1 => proptest::collection::vec((any::<u8>(), any::<u8>()), 1..6).prop_map(|ids| Op::AppendBatch { ids }),
         2 => any::<u8>().prop_map(|n| Op::ReadAndAck { n }),
+        2 => any::<u8>().prop_map(|k| Op::AckOne { k }),
         1 => any::<u8>().prop_map(|k| Op::Dead { k }),
         1 => any::<u8>().prop_map(|k| Op::Requeue { k }),
         1 => any::<u8>().prop_map(|k| Op::Drop { k }),
@@ -55,6 +59,9 @@ struct Model {
     records: BTreeMap<u64, (String, u64, MState)>,
     /// seqs handed out so far; the next one must be larger
     last_seq: u64,
+    /// Pending records that were requeued (done for the cursor: they do not
+    /// hold the watermark back).
+    requeued: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -76,6 +83,26 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// The acked watermark the spool must have: everything below the first
+    /// pending record that was never requeued is done.
+    fn watermark(&self) -> u64 {
+        self.records
+            .iter()
+            .find(|(s, r)| r.2 == MState::Pending && !self.requeued.contains(s))
+            .map_or(self.last_seq, |(s, _)| s - 1)
+    }
+
+    /// A restart forgets the acks held above the watermark: those records are
+    /// pending again.
+    fn restart(&mut self) {
+        let w = self.watermark();
+        for (seq, r) in self.records.iter_mut() {
+            if *seq > w && r.2 == MState::Acked && !self.requeued.contains(seq) {
+                r.2 = MState::Pending;
+            }
+        }
     }
 
     fn nth(&self, state: MState, k: u8) -> Option<u64> {
@@ -105,6 +132,7 @@ fn check_matches(spool: &Spool, model: &Model) -> Result<(), TestCaseError> {
         let ok = matches!((&r.state, st), (State::Pending, MState::Pending) | (State::Acked { .. }, MState::Acked) | (State::Dead { .. }, MState::Dead));
         prop_assert!(ok, "seq {} is {:?}, model says {:?}", seq, r.state, st);
     }
+    prop_assert_eq!(s.acked_watermark, model.watermark(), "the acked watermark");
     let report = spool.verify(|_| {}).expect("verify");
     prop_assert!(report.faults.is_empty(), "{:?}", report.faults);
     prop_assert_eq!(report.records, model.records.len() as u64);
@@ -140,18 +168,28 @@ proptest! {
                     spool.mark_acked(&acks).expect("ack");
                     for r in page {
                         model.records.get_mut(&r.seq).expect("in model").2 = MState::Acked;
+                        model.requeued.remove(&r.seq);
+                    }
+                }
+                Op::AckOne { k } => {
+                    if let Some(seq) = model.nth(MState::Pending, k) {
+                        spool.mark_acked(&[(seq, 1, None)]).expect("ack");
+                        model.records.get_mut(&seq).expect("in model").2 = MState::Acked;
+                        model.requeued.remove(&seq);
                     }
                 }
                 Op::Dead { k } => {
                     if let Some(seq) = model.nth(MState::Pending, k) {
                         prop_assert!(spool.mark_dead(seq, 1, "rejected", "test").expect("dead"));
                         model.records.get_mut(&seq).expect("in model").2 = MState::Dead;
+                        model.requeued.remove(&seq);
                     }
                 }
                 Op::Requeue { k } => {
                     if let Some(seq) = model.nth(MState::Dead, k) {
                         prop_assert!(rt.block_on(spool.requeue(seq)).expect("requeue"));
                         model.records.get_mut(&seq).expect("in model").2 = MState::Pending;
+                        model.requeued.insert(seq);
                     }
                 }
                 Op::Drop { k } => {
@@ -184,6 +222,7 @@ proptest! {
                     spool.close();
                     drop(spool);
                     spool = open(dir.path());
+                    model.restart();
                 }
             }
             check_matches(&spool, &model)?;
