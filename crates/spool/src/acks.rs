@@ -63,6 +63,9 @@ pub struct AckState {
     /// Requeued records (the `Q` tree): seq -> frame bytes.
     pub(crate) requeued: BTreeMap<u64, u32>,
     pub(crate) handed: BTreeMap<u64, Handed>,
+    /// `K` markers (acked above the watermark, written by the upgrade from
+    /// format 1) still in the store.
+    pub(crate) upgrade_markers: std::collections::BTreeSet<u64>,
     /// Blocks quarantined since open (so two readers never move one twice).
     pub(crate) quarantining: std::collections::BTreeSet<u64>,
     /// Writes for the next group commit.
@@ -92,6 +95,7 @@ impl AckState {
             requeued: BTreeMap::new(),
             handed: BTreeMap::new(),
             quarantining: std::collections::BTreeSet::new(),
+            upgrade_markers: std::collections::BTreeSet::new(),
             writes: Vec::new(),
             last_advance: None,
             dirty: false,
@@ -169,7 +173,11 @@ impl AckState {
             self.dirty = true;
             self.last_advance = Some(OffsetDateTime::now_utc());
             // Acked-at-upgrade markers below the watermark are no longer needed.
-            for seq in before + 1..=self.watermark.min(before + 1 + 4096) {
+            while let Some(&seq) = self.upgrade_markers.first() {
+                if seq > self.watermark {
+                    break;
+                }
+                self.upgrade_markers.remove(&seq);
                 self.writes.push((key(P_ACKED_ABOVE, seq).to_vec(), None));
             }
         }

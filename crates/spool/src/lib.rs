@@ -267,6 +267,8 @@ pub struct Stats {
     /// Every seq at or below this is done (acked, dead or gone).
     pub acked_watermark: u64,
     pub commits: u64,
+    /// sled writes (inserts and removes) made by all commits since open.
+    pub sled_writes: u64,
     pub bytes_max: u64,
     pub events_max: u64,
     /// Ids in the open (in-memory, exact) partition of the id index.
@@ -421,6 +423,7 @@ impl Spool {
             next_seq: self.inner.writer.next_seq(),
             acked_watermark: watermark,
             commits: self.inner.writer.commits(),
+            sled_writes: self.inner.writer.sled_writes(),
             bytes_max: self.inner.cfg.bytes_max,
             events_max: self.inner.cfg.events_max,
             index_open_ids: layout::len_u64(open_ids),

@@ -84,6 +84,9 @@ fn finish(cfg: SpoolConfig, db: sled::Db, committer: durable::Committer, observe
         for item in above(prefix) {
             let (k, _) = item?;
             acks.done.insert(key_u64(&k), None);
+            if prefix == P_ACKED_ABOVE {
+                acks.upgrade_markers.insert(key_u64(&k));
+            }
         }
     }
     for item in db.scan_prefix([P_REQUEUE]) {
@@ -162,8 +165,10 @@ fn finish(cfg: SpoolConfig, db: sled::Db, committer: durable::Committer, observe
     let visible = meta.next_seq.saturating_sub(1);
     let regression = guarded.accepted.clone();
     if meta.next_seq > 1 + held {
-        // Seqs skipped after an accepted regression: a hole for the cursor.
+        // Seqs skipped after an accepted regression: a hole for the cursor,
+        // and a meta to write.
         acks.mark_hole(held + 1, meta.next_seq - 1);
+        acks.dirty = true;
     }
     let inner = Arc::new(Inner {
         disk: DiskGuard::new(cfg.dir.clone()),
