@@ -128,3 +128,49 @@ async fn ledger_up_follows_an_idle_ledger() {
     ledger.spawn().await.expect("restart ledgerd");
     assert!(wait_up(&s, 1).await, "ledger back: spoold_ledger_up must return to 1");
 }
+
+/// A spool written by the format-1 engine (the fixture, made by it) under the
+/// new spoold: upgraded in place at start, every pending record reaches the
+/// ledger exactly once, nothing acked is sent again, and an acked id still
+/// answers `duplicate` with its original seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_spool_is_upgraded_by_spoold_and_drains_exactly_once() {
+    let ledger = Ledgerd::start().await.expect("start ledgerd");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/spool/tests/fixtures/v1-spool.tar.gz");
+    let status_tar = std::process::Command::new("tar").arg("-xzf").arg(&fixture).arg("-C").arg(tmp.path()).status().expect("tar");
+    assert!(status_tar.success());
+    let spool_dir = tmp.path().join("spool");
+    let mut opts = SpooldOptions::default().forward_to(&ledger.url, NODE_TOKEN);
+    opts.spool_dir = Some(spool_dir.clone());
+    let s = Spoold::start(opts).await.expect("start spoold on the v1 spool");
+    assert!(!spool_dir.join("sled-v1").exists(), "upgrade finished");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status(&s).await;
+        if st["spool"]["pending_events"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not drained: {st}\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = ledger.all_events().await.expect("ledger events");
+    let mut got: Vec<String> = all.iter().filter_map(|e| e["event"]["id"].as_str().map(str::to_owned)).collect();
+    got.sort();
+    let mut want: Vec<String> = [10, 11, 13, 14, 15, 16, 17, 18, 19, 20].iter().map(|i| format!("v1-{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "exactly the pending records, each once");
+    // The acked v1-3 (amount 103, as the fixture wrote it) is still a duplicate.
+    let body = json!({
+        "id": "v1-3", "kind": "purchase", "amount": 103, "currency": "L$",
+        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+        "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
+        "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+        "occurred_at": "2026-11-24T12:00:00Z"
+    });
+    let r = reqwest::Client::new().post(s.url("/v1/events")).bearer_auth(TEST_TOKEN).json(&body).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!((v["status"].as_str(), v["seq"].as_u64()), (Some("duplicate"), Some(3)), "{v}");
+    assert_eq!(status(&s).await["dead_letters"], 1, "the v1 dead letter is kept");
+}
