@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use test_support::spoold::{Spoold, SpooldOptions, TEST_TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{client, depth, event, send};
+use super::{client_for, depth, event, send};
 
 /// Batch limit for this test's daemon, so that "too many" is cheap to build.
 const BATCH_EVENTS_MAX: usize = 10;
@@ -208,10 +208,20 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn ingest_bad_input_table() {
-    let s = Spoold::start(SpooldOptions::default().limits(&format!("batch_events_max = {BATCH_EVENTS_MAX}")))
+    bad_input_table(false).await;
+}
+
+/// The same table over TLS (`[listen] tls_cert`): TLS changes no answer.
+#[tokio::test]
+async fn ingest_bad_input_table_over_tls() {
+    bad_input_table(true).await;
+}
+
+async fn bad_input_table(tls: bool) {
+    let s = Spoold::start(SpooldOptions::default().tls(tls).limits(&format!("batch_events_max = {BATCH_EVENTS_MAX}")))
         .await
         .expect("start spoold");
-    let c = client();
+    let c = client_for(&s);
     // One real event first, so that "unchanged" is about a non-empty spool.
     let ok = super::post_json(&c, &s, "/v1/events", &event("good-1")).await;
     assert_eq!(ok.status, 202, "{:?}", ok.body);
@@ -256,10 +266,19 @@ async fn ingest_bad_input_table() {
 /// limit, not only by the Content-Length check.
 #[tokio::test]
 async fn ingest_chunked_body_over_limit_is_413() {
-    let s = Spoold::start(SpooldOptions::default()).await.expect("start spoold");
-    let c = client();
+    chunked_body_over_limit(false).await;
+}
+
+#[tokio::test]
+async fn ingest_chunked_body_over_limit_is_413_over_tls() {
+    chunked_body_over_limit(true).await;
+}
+
+async fn chunked_body_over_limit(tls: bool) {
+    let s = Spoold::start(SpooldOptions::default().tls(tls)).await.expect("start spoold");
+    let c = client_for(&s);
     let before = depth(&c, &s).await;
-    let mut stream = tokio::net::TcpStream::connect(s.addr()).await.expect("connect");
+    let mut stream = s.connector().connect(&s.addr()).await.expect("connect");
     let head = format!(
         "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
