@@ -78,16 +78,34 @@ fn client(server_ca: &TestCa, identity: Option<&Issued>) -> reqwest::Client {
     client_builder(&server_ca.pem(), identity).timeout(Duration::from_secs(5)).build().unwrap()
 }
 
+/// Three CAs (the ledger's server CA, the nodes' CA that ledgerd trusts for
+/// client certificates, another one) and a ledgerd in `dir` requiring
+/// certificates of `nodes` (bundle at `client_ca`).
+struct Mtls {
+    server_ca: TestCa,
+    nodes: TestCa,
+    other: TestCa,
+    client_ca: PathBuf,
+    port: u16,
+    ledgerd: DaemonProcess,
+    log: PathBuf,
+}
+
+impl Mtls {
+    fn start(dir: &Path) -> Mtls {
+        std::fs::create_dir_all(dir).unwrap();
+        let (server_ca, nodes, other) = (TestCa::new("server"), TestCa::new("nodes"), TestCa::new("other"));
+        let client_ca = nodes.write(&dir.join("clients.pem"));
+        let port = free_port();
+        let (ledgerd, log) = start_ledgerd(dir, &server_ca, &client_ca, port);
+        Mtls { server_ca, nodes, other, client_ca, port, ledgerd, log }
+    }
+}
+
 #[tokio::test]
 async fn ledgerd_tls_client_ca_requires_a_certificate_and_the_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let server_ca = TestCa::new("server");
-    let nodes = TestCa::new("nodes");
-    let other = TestCa::new("other");
-    let client_ca = nodes.write(&dir.join("clients.pem"));
-    let port = free_port();
-    let (ledgerd, log) = start_ledgerd(dir, &server_ca, &client_ca, port);
+    let Mtls { server_ca, nodes, other, client_ca, port, ledgerd, log } = Mtls::start(tmp.path());
 
     let good = nodes.client("front-1");
     let good_client = client(&server_ca, Some(&good));
@@ -185,12 +203,8 @@ fn ledgerd_tls_client_ca_config_errors_name_the_key() {
 async fn spoold_forwards_over_mutual_tls_and_reloads_its_client_certificate() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let server_ca = TestCa::new("server");
-    let nodes = TestCa::new("nodes");
-    let other = TestCa::new("other");
-    let client_ca = nodes.write(&dir.join("clients.pem"));
-    let ledger_port = free_port();
-    let (_ledgerd, ledger_log) = start_ledgerd(&dir.join("ledgerd"), &server_ca, &client_ca, ledger_port);
+    let Mtls { server_ca, nodes, other, port: ledger_port, ledgerd: _ledgerd, log: ledger_log, .. } =
+        Mtls::start(&dir.join("ledgerd"));
     let admin = client(&server_ca, Some(&nodes.client("ops")));
     wait_served(&admin, ledger_port, &ledger_log).await;
 
