@@ -210,6 +210,8 @@ struct RawLedger {
     urls: Option<Vec<String>>,
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
     batch_events_max: Option<usize>,
     batch_bytes_max: Option<Bytes>,
     inflight_batches_max: Option<usize>,
@@ -246,10 +248,11 @@ pub struct LedgerConfig {
     pub token_file: Option<PathBuf>,
     /// The ledger bearer secret (`Debug` redacts it).
     pub token: Option<common::tokens::Secret>,
-    /// `ledger.ca_file`: CA certificates trusted for `https://` ledgers in
-    /// addition to the built-in roots (read and checked here).
-    pub ca_file: Option<PathBuf>,
-    pub ca_certs: Vec<reqwest::Certificate>,
+    /// `ledger.ca_file` (CA certificates trusted for `https://` ledgers in
+    /// addition to the built-in roots) and `ledger.client_cert`/`client_key`
+    /// (the certificate presented to a ledger that asks for one), read and
+    /// checked here; SIGHUP re-reads them.
+    pub tls: forwarder::ClientTls,
     pub batch_events_max: usize,
     pub batch_bytes_max: u64,
     pub inflight_batches_max: usize,
@@ -413,16 +416,21 @@ impl Config {
             }
             None => None,
         };
-        let ca_certs = match &l.ca_file {
-            Some(p) => forwarder::read_ca_file(p).map_err(|e| ConfigError::new("ledger.ca_file", e.to_string()))?,
-            None => Vec::new(),
+        let identity = match (&l.client_cert, &l.client_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (Some(_), None) => return Err(ConfigError::new("ledger.client_key", "required with ledger.client_cert")),
+            (None, Some(_)) => return Err(ConfigError::new("ledger.client_cert", "required with ledger.client_key")),
         };
+        let client_tls = forwarder::ClientTls::load(l.ca_file.as_deref(), identity).map_err(|e| match e {
+            forwarder::ForwarderError::CaFile(m) => ConfigError::new("ledger.ca_file", m),
+            e => ConfigError::new("ledger.client_cert", e.to_string()),
+        })?;
         let ledger = LedgerConfig {
             urls,
             token_file,
             token,
-            ca_file: l.ca_file,
-            ca_certs,
+            tls: client_tls,
             batch_events_max: l.batch_events_max.unwrap_or(DEFAULT_LEDGER_BATCH_EVENTS_MAX),
             batch_bytes_max: l.batch_bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_LEDGER_BATCH_BYTES_MAX),
             inflight_batches_max: l.inflight_batches_max.unwrap_or(DEFAULT_INFLIGHT_BATCHES_MAX),
@@ -518,7 +526,7 @@ impl Config {
         f.request_timeout = self.ledger.request_timeout;
         f.retry_initial = self.retry.initial;
         f.retry_max = self.retry.max;
-        f.extra_roots = self.ledger.ca_certs.clone();
+        f.tls = self.ledger.tls.clone();
         Some(f)
     }
 
@@ -567,9 +575,23 @@ impl Config {
             ),
             (
                 "ledger.ca_file",
-                match &self.ledger.ca_file {
-                    Some(p) => format!("{} ({} certificates)", p.display(), self.ledger.ca_certs.len()),
+                match &self.ledger.tls.ca_file {
+                    Some(p) => format!("{} ({} certificates)", p.display(), self.ledger.tls.extra_roots.len()),
                     None => "(none: built-in roots only)".into(),
+                },
+            ),
+            (
+                "ledger.client_cert",
+                match &self.ledger.tls.client_identity {
+                    Some((c, _)) => c.display().to_string(),
+                    None => "(none: no client certificate)".into(),
+                },
+            ),
+            (
+                "ledger.client_key",
+                match &self.ledger.tls.client_identity {
+                    Some((_, k)) => format!("{} (key not printed)", k.display()),
+                    None => "(none)".into(),
                 },
             ),
             ("ledger.batch_events_max", self.ledger.batch_events_max.to_string()),
@@ -774,6 +796,9 @@ header_read_timeout = "5s"
             ("[listen]\ntls_key = \"/nonexistent.key\"\n", "listen.tls_cert"),
             ("[listen]\ntls_cert = \"/nonexistent.crt\"\ntls_key = \"/nonexistent.key\"\n", "listen.tls_cert"),
             ("[ledger]\nca_file = \"/nonexistent.pem\"\n", "ledger.ca_file"),
+            ("[ledger]\nclient_cert = \"/nonexistent.crt\"\n", "ledger.client_key"),
+            ("[ledger]\nclient_key = \"/nonexistent.key\"\n", "ledger.client_cert"),
+            ("[ledger]\nclient_cert = \"/nonexistent.crt\"\nclient_key = \"/nonexistent.key\"\n", "ledger.client_cert"),
             ("[nope]\n", "nope"),
         ];
         for (text, key) in cases {

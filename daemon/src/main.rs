@@ -171,7 +171,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let server = match &cfg.tls {
         Some(cert) => tokio::spawn(common::http::serve_tls(
             listener,
-            cert.server_config().context("TLS config")?,
+            cert.server_config(None).context("TLS config")?,
             cfg.server_limits(),
             api::handler(Arc::clone(&app)),
             shutdown_rx.clone(),
@@ -208,7 +208,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // SIGHUP re-reads the TLS pair; installed before READY=1, so that
     // `systemctl reload` never kills spoold (it is only logged without TLS).
     // Not in `background`: it never ends, and the runtime drops it at exit.
-    tokio::spawn(common::tls::reload_on_sighup(cfg.tls.clone()));
+    let mut reloadable: Vec<Arc<dyn common::tls::Reload>> = Vec::new();
+    if let Some(c) = &cfg.tls {
+        reloadable.push(Arc::clone(c) as Arc<dyn common::tls::Reload>);
+    }
+    if let Some(f) = forwarder.as_ref().and_then(forwarder::ForwarderHandle::tls_reload) {
+        reloadable.push(f);
+    }
+    tokio::spawn(common::tls::reload_on_sighup(reloadable));
 
     tracing::info!(addr = %local, node_id = %cfg.node_id, tls = cfg.tls.is_some(), "spoold ready");
     notify(&[sd_notify::NotifyState::Ready]);

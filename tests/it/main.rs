@@ -14,3 +14,4 @@ mod version;
 mod openapi;
 mod deb;
 mod tls;
+mod tls_client_certs;

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use test_support::ledgerd::{ADMIN_TOKEN, NODE_TOKEN};
+use test_support::tls::TestCa;
 use test_support::{free_port, DaemonProcess};
 
 /// A test CA and a server certificate it signed, as PEM files in a directory.
@@ -29,20 +30,9 @@ pub(crate) struct Pki {
 
 /// Makes a CA and a certificate for localhost and 127.0.0.1 in `dir`.
 pub(crate) fn make_pki(dir: &Path) -> Pki {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "offgrid test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let (cert_path, key_path) = (dir.join("ledgerd.crt"), dir.join("ledgerd.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    Pki { ca_pem: ca.pem(), ca: ca_path, cert: cert_path, key: key_path }
+    let ca = TestCa::new("");
+    let (cert, key) = ca.server().write(dir, "ledgerd");
+    Pki { ca_pem: ca.pem(), ca: ca.write(&dir.join("ca.pem")), cert, key }
 }
 
 fn write_tokens(dir: &Path) -> std::path::PathBuf {
@@ -184,15 +174,9 @@ fn half_or_broken_tls_config_is_a_config_error() {
 /// A certificate for localhost and 127.0.0.1 signed by a fresh CA: (CA PEM,
 /// certificate PEM, key PEM, certificate DER).
 fn fresh_identity(name: &str) -> (String, String, String, Vec<u8>) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("offgrid test CA {name}"));
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    let ca = TestCa::new(name);
+    let server = ca.server();
+    (ca.pem(), server.cert_pem, server.key_pem, server.der)
 }
 
 async fn peer_certificate(client: &reqwest::Client, url: &str) -> Vec<u8> {
@@ -422,6 +406,13 @@ fn spoold_half_or_broken_tls_config_is_a_config_error() {
     bad(&format!("{cert}\ntls_key = {:?}", garbage.display().to_string()), "", "listen.tls_cert");
     bad("", &format!("ca_file = {missing:?}"), "ledger.ca_file");
     bad("", &format!("ca_file = {:?}", garbage.display().to_string()), "ledger.ca_file");
+    // The forwarder's client certificate: both or neither, and a matching pair.
+    let (client_cert, client_key) = TestCa::new("clients").client("tls-node").write(dir, "client");
+    let (ccert, ckey) = (client_cert.display().to_string(), client_key.display().to_string());
+    bad("", &format!("client_cert = {ccert:?}"), "ledger.client_key");
+    bad("", &format!("client_key = {ckey:?}"), "ledger.client_cert");
+    bad("", &format!("client_cert = {ccert:?}\nclient_key = {missing:?}"), "ledger.client_cert");
+    bad("", &format!("client_cert = {ccert:?}\nclient_key = {:?}", pki.key.display().to_string()), "ledger.client_cert");
     // Both, and good, with a good ca_file: valid, and --print shows them.
     let config = spoold_config(dir, free_port(), &format!("{cert}\n{key}"), &format!("ca_file = {:?}", pki.ca.display().to_string()));
     let out = Command::new(test_support::bin_path("spoold"))

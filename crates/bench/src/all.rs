@@ -63,7 +63,13 @@ impl Plan {
                 dir: a.dir.clone(),
                 echo_server: None,
             },
-            commit: CommitArgs { seconds: if q { 1 } else { 3 }, writers: vec![1, 16, 64, 256], dir: a.dir.clone() },
+            commit: CommitArgs {
+                seconds: if q { 1 } else { 3 },
+                writers: vec![1, 16, 64, 256],
+                dir: a.dir.clone(),
+                nats_url: "nats://127.0.0.1:4222".into(),
+                jetstream_publishers: 64,
+            },
             drain: DrainArgs {
                 events: if q { 20_000 } else { 1_000_000 },
                 batch_events: 500,
@@ -76,6 +82,7 @@ impl Plan {
             backlog: BacklogArgs {
                 backlog_events: a.backlog_events.unwrap_or(if q { 100_000 } else { 10_000_000 }),
                 burst_seconds: if q { 1 } else { 5 },
+                no_drain: false,
                 dir: a.dir.clone(),
             },
         }

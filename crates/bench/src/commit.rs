@@ -7,12 +7,20 @@
 //!   spool's group commit is measured against.
 //! - *flush per write*: one writer that inserts and calls `Db::flush()` for each
 //!   event — what a spool without group commit would get.
+//!
+//! And a peer in the same run: NATS JetStream publish + ack at
+//! `--jetstream-publishers` (64) concurrent publishers ([`crate::jetstream`]),
+//! skipped with a printed reason when no server answers. Every figure comes
+//! with its p99 latency (one append / publish until its ack). Event ids are
+//! random (`sl-<uuid4>`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use crate::jetstream::JetStreamOutcome;
+use crate::stats::{ms, Rate};
 use spool::{AppendOutcome, Spool, SpoolConfig};
 use spool_format::Event;
 use tokio::sync::watch;
@@ -30,39 +38,48 @@ pub struct CommitArgs {
     /// spool will really live on).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// The NATS server of the JetStream peer.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Concurrent publishers of the JetStream peer (0: skip the peer).
+    #[arg(long, default_value_t = 64)]
+    pub jetstream_publishers: usize,
 }
 
 fn event(id: &str) -> Event {
     test_support::events::spec_event(id)
 }
 
-/// Events per second that `writers` tasks achieve for `secs` with `op`.
-async fn measure_rate<F, Fut>(writers: usize, secs: u64, op: F) -> f64
+/// Events per second that `writers` tasks achieve for `secs` with `op`, and
+/// the latency of one `op`.
+async fn measure_rate<F, Fut>(writers: usize, secs: u64, op: F) -> Rate
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
-    let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let op = Arc::clone(&op);
-        let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(4096);
             let mut i = 0u64;
             while Instant::now() < deadline {
+                let t0 = Instant::now();
                 op(w, i).await;
+                lat.push(t0.elapsed());
                 i += 1;
-                done.fetch_add(1, Ordering::Relaxed);
             }
+            lat
         }));
     }
+    let mut all = Vec::new();
     for t in tasks {
-        t.await.expect("writer task");
+        all.extend(t.await.expect("writer task"));
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    Rate::from_latencies(all, 0, started.elapsed())
 }
 
 /// A minimal group flush over a bare sled `Db`, for the baseline.
@@ -149,6 +166,8 @@ pub struct CommitReport {
     /// One writer, `Db::flush()` after every insert: events/s without group commit.
     pub flush_per_write: f64,
     pub points: Vec<CommitPoint>,
+    /// The JetStream peer, measured after the points.
+    pub jetstream: JetStreamOutcome,
 }
 
 /// Durable appends/s at one writer count.
@@ -163,6 +182,10 @@ pub struct CommitPoint {
     pub bare_fsync: f64,
     /// `Spool::append`, events/s.
     pub spool: f64,
+    /// p99 latency of one bare durable insert + group commit.
+    pub bare_fsync_p99: Duration,
+    /// p99 latency of one `Spool::append`.
+    pub spool_p99: Duration,
 }
 
 /// The encoded frame of the bench's record, in bytes.
@@ -192,6 +215,31 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
             p.spool,
             p.spool / p.bare_fsync.max(1.0)
         );
+    }
+    match &report.jetstream {
+        JetStreamOutcome::Skipped(why) => println!("\nJetStream peer: SKIPPED: {why}"),
+        JetStreamOutcome::Done { publishers, rate, server_version } => {
+            println!("\nJetStream peer (nats-server {server_version}, file stream, {publishers} publishers, publish + ack):");
+            println!("| figure | events/s | p99 ms | events/s ÷ JetStream | p99 ÷ JetStream |");
+            println!("|---|--:|--:|--:|--:|");
+            println!("| JetStream publish + ack | {:.0} | {:.2} | 1.00 | 1.00 |", rate.per_sec, ms(rate.p99));
+            if let Some(p) = report.points.iter().find(|p| p.writers == *publishers) {
+                for (name, per_sec, p99) in [
+                    ("bare sled group flush + fdatasync", p.bare_fsync, p.bare_fsync_p99),
+                    ("Spool::append (durable)", p.spool, p.spool_p99),
+                ] {
+                    println!(
+                        "| {name} | {per_sec:.0} | {:.2} | {:.2} | {:.2} |",
+                        ms(p99),
+                        per_sec / rate.per_sec.max(1.0),
+                        p99.as_secs_f64() / rate.p99.as_secs_f64().max(1e-9)
+                    );
+                }
+            }
+            if rate.errors > 0 {
+                println!("JetStream publish errors: {}", rate.errors);
+            }
+        }
     }
     Ok(())
 }
@@ -234,7 +282,7 @@ pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
             g.stop();
             rate
         };
-        let bare = bare_run(BareGroupFlush::start(sled_db(&base.path().join(format!("bare-{writers}"))), None));
+        let bare = bare_run(BareGroupFlush::start(sled_db(&base.path().join(format!("bare-{writers}"))), None)).per_sec;
         let bare_fsync = {
             let (db, committer) =
                 durable::open(&base.path().join(format!("bare-fsync-{writers}")), 1 << 30, Duration::from_secs(2))
@@ -245,10 +293,10 @@ pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
             let spool = Spool::open(SpoolConfig::for_dir(base.path().join(format!("spool-{writers}"))))
                 .context("open spool")?;
             let s = spool.clone();
-            let rate = rt.block_on(measure_rate(writers, args.seconds, move |w, i| {
+            let rate = rt.block_on(measure_rate(writers, args.seconds, move |_, _| {
                 let s = s.clone();
                 async move {
-                    let out = s.append(event(&format!("w{w}-{i}"))).await.expect("append");
+                    let out = s.append(event(&crate::ids::random_id())).await.expect("append");
                     assert!(matches!(out, AppendOutcome::Accepted { .. }));
                 }
             }));
@@ -256,16 +304,42 @@ pub fn measure(args: &CommitArgs) -> anyhow::Result<CommitReport> {
             rate
         };
         println!(
-            "  {writers:>3} writers: bare group flush {bare:.0} events/s, with fdatasync {bare_fsync:.0} events/s \
-             ({:+.0}%), Spool::append (durable) {spooled:.0} events/s",
-            (bare_fsync / bare.max(1.0) - 1.0) * 100.0
+            "  {writers:>3} writers: bare group flush {bare:.0} events/s, with fdatasync {:.0} events/s \
+             ({:+.0}%, p99 {:.2} ms), Spool::append (durable) {:.0} events/s (p99 {:.2} ms)",
+            bare_fsync.per_sec,
+            (bare_fsync.per_sec / bare.max(1.0) - 1.0) * 100.0,
+            ms(bare_fsync.p99),
+            spooled.per_sec,
+            ms(spooled.p99),
         );
-        points.push(CommitPoint { writers, bare, bare_fsync, spool: spooled });
+        points.push(CommitPoint {
+            writers,
+            bare,
+            bare_fsync: bare_fsync.per_sec,
+            spool: spooled.per_sec,
+            bare_fsync_p99: bare_fsync.p99,
+            spool_p99: spooled.p99,
+        });
+    }
+    let jetstream = if args.jetstream_publishers == 0 {
+        JetStreamOutcome::Skipped("--jetstream-publishers 0".into())
+    } else {
+        rt.block_on(crate::jetstream::measure(&args.nats_url, args.jetstream_publishers, args.seconds))
+    };
+    match &jetstream {
+        JetStreamOutcome::Skipped(why) => println!("JetStream peer: SKIPPED: {why}"),
+        JetStreamOutcome::Done { publishers, rate, .. } => println!(
+            "  JetStream publish + ack, {publishers} publishers: {:.0} events/s (p99 {:.2} ms, {} errors)",
+            rate.per_sec,
+            ms(rate.p99),
+            rate.errors
+        ),
     }
     Ok(CommitReport {
         seconds: args.seconds,
         record_bytes: record_bytes.len(),
         flush_per_write: serial,
         points,
+        jetstream,
     })
 }

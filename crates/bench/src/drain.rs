@@ -49,9 +49,10 @@ pub struct DrainArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
-fn event(i: u64) -> Event {
+/// A bench event with a random id (`sl-<uuid4>`, [`crate::ids`]).
+pub fn event() -> Event {
     Event::from_json_value(&json!({
-        "id": format!("drain-{i}"),
+        "id": crate::ids::random_id(),
         "kind": "purchase",
         "amount": 250,
         "currency": "L$",
@@ -79,7 +80,7 @@ const FILL_STREAMS: u64 = 4;
 const FILL_BATCH_EVENTS: u64 = 1000;
 
 /// Opens the spool in `dir` (node `bench-node`) and appends `n` events to it
-/// (ids `drain-<i>`), durably, in batches.
+/// (random ids `sl-<uuid4>`), durably, in batches.
 pub async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
     let mut cfg = SpoolConfig::for_dir(dir);
     cfg.node_id = "bench-node".into();
@@ -93,7 +94,7 @@ pub async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
             let mut i = stream * FILL_BATCH_EVENTS;
             while i < n {
                 let end = (i + FILL_BATCH_EVENTS).min(n);
-                for r in spool.append_batch((i..end).map(event).collect()).await {
+                for r in spool.append_batch((i..end).map(|_| event()).collect()).await {
                     r.context("append to the spool")?;
                 }
                 i += FILL_STREAMS * FILL_BATCH_EVENTS;
@@ -196,7 +197,7 @@ async fn baseline(url: &str, schema: &str, conns: usize, secs: u64) -> anyhow::R
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for c in 0..conns {
+    for _ in 0..conns {
         let client = pg_client(url).await?;
         let done = Arc::clone(&done);
         let sql = format!(
@@ -207,7 +208,7 @@ async fn baseline(url: &str, schema: &str, conns: usize, secs: u64) -> anyhow::R
             let stmt = client.prepare(&sql).await?;
             let mut i: u64 = 0;
             while Instant::now() < deadline {
-                let e = event(i * 1000 + c as u64);
+                let e = event();
                 let body = serde_json::to_string(&e.to_json_value())?;
                 let digest = e.digest().to_vec();
                 let seq = i64::try_from(i)?;

@@ -15,7 +15,6 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,21 +54,28 @@ pub struct IngestArgs {
 
 async fn echo_server(port: u16) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    serve_json(listener, |body| match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => serde_json::to_vec(&v).unwrap_or_default(),
+        Err(_) => b"{}".to_vec(),
+    })
+    .await
+}
+
+/// Serves every request on `listener` (any method and path) with 200 and
+/// `answer(request body)` as its body, until the task is dropped.
+pub(crate) async fn serve_json(listener: tokio::net::TcpListener, answer: fn(&[u8]) -> Vec<u8>) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
                 let body = match req.into_body().collect().await {
                     Ok(b) => b.to_bytes(),
                     Err(_) => Bytes::new(),
                 };
-                let (status, out) = match serde_json::from_slice::<serde_json::Value>(&body) {
-                    Ok(v) => (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()),
-                    Err(_) => (StatusCode::OK, b"{}".to_vec()),
-                };
-                let mut resp = Response::new(Full::new(Bytes::from(out)));
-                *resp.status_mut() = status;
+                let mut resp = Response::new(Full::new(Bytes::from(answer(&body))));
+                *resp.status_mut() = StatusCode::OK;
+                resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
                 Ok::<_, Infallible>(resp)
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -88,7 +94,8 @@ pub(crate) struct Target {
     token: Option<&'static str>,
 }
 
-fn event_json(id: &str) -> String {
+/// A ~280-byte payment event as JSON, with id `id`.
+pub(crate) fn event_json(id: &str) -> String {
     format!(
         r#"{{"id":"{id}","kind":"purchase","amount":250,"currency":"L$","payer":"9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d","payee":"2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b","occurred_at":"2026-11-24T12:00:00Z","item":"Mesh Sofa Deluxe (copy/mod)","region":"Casper Isle","terminal":"vendor-42"}}"#
     )
@@ -121,11 +128,10 @@ async fn post(sender: &mut Sender, t: &Target, path: &str, body: String) -> anyh
     Ok((status, body))
 }
 
-/// Unique ids across runs and processes of one bench invocation.
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-fn next_id(prefix: &str) -> String {
-    format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+/// A random event id (`sl-<uuid4>`); the target name is not part of it any
+/// more (random ids never collide across runs).
+fn next_id(_target: &str) -> String {
+    crate::ids::random_id()
 }
 
 /// One single-event run: throughput and latency percentiles.
@@ -169,21 +175,8 @@ pub(crate) async fn run_single(t: Arc<Target>, conns: usize, dur: Duration) -> a
         all.extend(lat);
         errors += e;
     }
-    let elapsed = start.elapsed();
-    all.sort();
-    let pct = |p: f64| -> Duration {
-        if all.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
-        all[i.min(all.len() - 1)]
-    };
-    Ok(SingleResult {
-        events_per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        errors,
-    })
+    let r = crate::stats::Rate::from_latencies(all, errors, start.elapsed());
+    Ok(SingleResult { events_per_sec: r.per_sec, p50: r.p50, p99: r.p99, errors })
 }
 
 pub(crate) async fn run_batch(t: Arc<Target>, conns: usize, size: usize, dur: Duration) -> anyhow::Result<(f64, u64)> {

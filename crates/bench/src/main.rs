@@ -15,9 +15,12 @@ mod all;
 mod backlog;
 mod commit;
 mod drain;
+mod ids;
 mod ingest;
+mod jetstream;
 mod procs;
 mod report;
+mod stats;
 
 use clap::{Parser, Subcommand};
 

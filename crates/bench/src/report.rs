@@ -10,6 +10,7 @@ use crate::backlog::{mib, BacklogReport, BacklogStage};
 use crate::commit::CommitReport;
 use crate::drain::{DrainReport, PgDrain};
 use crate::ingest::IngestReport;
+use crate::jetstream::JetStreamOutcome;
 
 /// The machine the figures were measured on.
 #[derive(Debug, Clone)]
@@ -274,6 +275,41 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
         &rows,
     );
     let _ = writeln!(o, "Without group commit (one writer, `Db::flush()` after every insert): {} appends/s.\n", per_sec(c.flush_per_write));
+    match &c.jetstream {
+        JetStreamOutcome::Skipped(why) => {
+            let _ = writeln!(o, "Peer, NATS JetStream publish + ack: SKIPPED: {why}.\n");
+        }
+        JetStreamOutcome::Done { publishers, rate, server_version } => {
+            let _ = writeln!(
+                o,
+                "Peer: NATS JetStream (nats-server {server_version}) publish + ack to a file-storage stream, {publishers} \
+                 concurrent publishers, ~280-byte JSON events with random ids, in the same run. Its acks wait for the \
+                 server's store, which fsyncs lazily (every 2 min by default), not for an fsync.\n"
+            );
+            let mut rows = vec![vec![
+                "JetStream publish + ack".to_owned(),
+                per_sec(rate.per_sec),
+                ms(rate.p99),
+                "1.00×".into(),
+                "1.00×".into(),
+            ]];
+            if let Some(p) = c.points.iter().find(|p| p.writers == *publishers) {
+                for (name, v, p99) in [
+                    ("bare sled group flush + fdatasync", p.bare_fsync, p.bare_fsync_p99),
+                    ("`Spool::append` (durable)", p.spool, p.spool_p99),
+                ] {
+                    rows.push(vec![
+                        name.to_owned(),
+                        per_sec(v),
+                        ms(p99),
+                        ratio(v, rate.per_sec),
+                        ratio(p99.as_secs_f64(), rate.p99.as_secs_f64()),
+                    ]);
+                }
+            }
+            table(&mut o, &[&format!("{publishers} writers"), "events/s", "p99 (ms)", "events/s ÷ JetStream", "p99 ÷ JetStream"], &rows);
+        }
+    }
 
     // Drain.
     let d = &r.drain;
@@ -398,6 +434,44 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
     table(
         &mut o,
         &["pending events (the burst's included)", "spool dir (bytes)", "bytes per event", "baseline: frame (bytes)", "ratio"],
+        &rows,
+    );
+    let _ = writeln!(
+        o,
+        "### Against a bare sled open, during the burst and a full drain\n\n\
+         Restart after SIGKILL next to a bare `sled::Config::new().path(..).open()` of the spool's store \
+         (`spool::store_dir`) after another SIGKILL, on the same data in the same run; peak `VmRSS` sampled every \
+         20 ms during the burst and during a full drain into a null ledger (an in-process server answering \
+         `accepted` to every event); files under the store's `blobs/`.\n"
+    );
+    let rows: Vec<Vec<String>> = b
+        .stages
+        .iter()
+        .map(|s| {
+            vec![
+                s.pending_after.to_string(),
+                format!("{:.3}", s.restart_crash.as_secs_f64()),
+                format!("{:.3}", s.bare_sled_open.as_secs_f64()),
+                ratio(s.restart_crash.as_secs_f64(), s.bare_sled_open.as_secs_f64()),
+                format!("{:.1}", mib(s.rss_burst_peak_kib)),
+                s.drain.map_or("–".into(), |d| format!("{:.1}", mib(d.rss_peak_kib))),
+                s.drain.map_or("–".into(), |d| per_sec(d.events as f64 / d.seconds.max(1e-9))),
+                s.blob_files.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut o,
+        &[
+            "pending events",
+            "restart after SIGKILL (s)",
+            "baseline: bare sled open (s)",
+            "ratio",
+            "peak RSS in the burst (MiB)",
+            "peak RSS in the drain (MiB)",
+            "drain (events/s)",
+            "files in blobs/",
+        ],
         &rows,
     );
     o
@@ -527,7 +601,9 @@ mod tests {
             rss_crash_ready_kib: rss_mib * 1024,
             disk_bytes: (pending + 100) * 1000,
             pending_after: pending + 100,
+            live_events: pending + 100,
             live_bytes: (pending + 100) * 450,
+            ..BacklogStage::default()
         }
     }
 
@@ -564,8 +640,20 @@ mod tests {
                 flush_per_write: 300.0,
                 points: [(1, 400.0, 350.0), (16, 6_000.0, 5_000.0), (64, 90_000.0, 85_000.0), (256, 120_000.0, 100_000.0)]
                     .into_iter()
-                    .map(|(writers, bare, spool)| CommitPoint { writers, bare, bare_fsync: bare * 0.9, spool })
+                    .map(|(writers, bare, spool)| CommitPoint {
+                        writers,
+                        bare,
+                        bare_fsync: bare * 0.9,
+                        spool,
+                        bare_fsync_p99: Duration::from_millis(2),
+                        spool_p99: Duration::from_millis(4),
+                    })
                     .collect(),
+                jetstream: JetStreamOutcome::Done {
+                    publishers: 64,
+                    rate: crate::stats::Rate { per_sec: 50_000.0, p50: Duration::from_millis(1), p99: Duration::from_millis(5), errors: 0 },
+                    server_version: "2.9.10".into(),
+                },
             },
             drain: DrainReport {
                 events: 20_000,
@@ -612,6 +700,7 @@ mod tests {
         assert!(md.contains("| 100000 | 0.020 | 1.00× | 0.040 | 1.00× |"), "{md}");
         assert!(md.contains("| 100100 | 100100000 | 1000 | 450 | 2.22× |"), "{md}");
         assert!(md.contains("| CPU | Test CPU |"), "{md}");
+        assert!(md.contains("| `Spool::append` (durable) | 85000 | 4.00 | 1.70× | 0.80× |"), "{md}");
         let full = AllReport { quick: false, ..fixture() };
         assert!(!render_markdown(&full, "b.svg").contains("Quick run"));
     }

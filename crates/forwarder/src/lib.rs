@@ -31,7 +31,7 @@ pub mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use common::wire::{BatchResults, LedgerBatch, LedgerBatchEvent, LedgerResult, LedgerStatus};
@@ -108,9 +108,64 @@ pub struct ForwarderConfig {
     /// Interval of `/readyz` probes while no batch is in flight (see
     /// [`LEDGER_PROBE_INTERVAL_DEFAULT`]).
     pub probe_interval: Duration,
-    /// CA certificates trusted for `https://` ledgers in addition to the
-    /// built-in roots (`[ledger] ca_file`, read by [`read_ca_file`]).
+    /// TLS towards `https://` ledgers: extra CA certificates
+    /// (`[ledger] ca_file`) and the client certificate (`client_cert` /
+    /// `client_key`), as read at start; re-read by [`ForwarderHandle`]'s
+    /// [`common::tls::Reload`] on SIGHUP.
+    pub tls: ClientTls,
+}
+
+/// The forwarder's TLS files and what was read from them. `Default`: the
+/// built-in roots only, no client certificate.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// `[ledger] ca_file`: a PEM bundle trusted besides the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `[ledger] client_cert` and `client_key`: presented to a ledger that
+    /// asks for a client certificate (ledgerd's `tls_client_ca`).
+    pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The CA certificates read from `ca_file`.
     pub extra_roots: Vec<reqwest::Certificate>,
+    /// The certificate and key read from `client_identity`.
+    pub identity: Option<reqwest::Identity>,
+}
+
+impl ClientTls {
+    /// Reads and checks the files (a client is built with them, so that a
+    /// bad file is found now, not by the first batch). Messages name the file.
+    pub fn load(
+        ca_file: Option<&std::path::Path>,
+        client_identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<ClientTls, ForwarderError> {
+        let extra_roots = match ca_file {
+            Some(p) => read_ca_file(p)?,
+            None => Vec::new(),
+        };
+        let identity = match client_identity {
+            Some((cert, key)) => {
+                let pem = common::tls::read_identity_pem(cert, key).map_err(|e| ForwarderError::ClientCert(e.to_string()))?;
+                let id = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| ForwarderError::ClientCert(format!("{}: {}", key.display(), error_chain(&e))))?;
+                reqwest::Client::builder()
+                    .identity(id.clone())
+                    .build()
+                    .map_err(|e| ForwarderError::ClientCert(format!("{}: {}", cert.display(), error_chain(&e))))?;
+                Some(id)
+            }
+            None => None,
+        };
+        Ok(ClientTls {
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
+            client_identity: client_identity.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+            extra_roots,
+            identity,
+        })
+    }
+
+    /// The same files, read again.
+    pub fn reread(&self) -> Result<ClientTls, ForwarderError> {
+        ClientTls::load(self.ca_file.as_deref(), self.client_identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
+    }
 }
 
 impl ForwarderConfig {
@@ -128,7 +183,7 @@ impl ForwarderConfig {
             retry_max: RETRY_MAX_DEFAULT,
             idle_poll: IDLE_POLL_DEFAULT,
             probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,
-            extra_roots: Vec::new(),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -201,6 +256,8 @@ pub enum ForwarderError {
     Client(String),
     #[error("{0}")]
     CaFile(String),
+    #[error("{0}")]
+    ClientCert(String),
 }
 
 type Label = [(&'static str, &'static str); 1];
@@ -274,11 +331,44 @@ struct Shared {
 #[derive(Clone)]
 pub struct ForwarderHandle {
     shared: Arc<Shared>,
+    tls: Arc<TlsReload>,
+}
+
+/// Re-reads the forwarder's TLS files (`ca_file`, `client_cert`/`client_key`)
+/// and swaps its HTTP client: cheap (a client is a connection pool and a
+/// rustls config), and connections of the old client close once their
+/// requests are done. On error the old client stays.
+struct TlsReload {
+    ctx: Weak<Ctx>,
+}
+
+impl common::tls::Reload for TlsReload {
+    fn what(&self) -> &'static str {
+        "forwarder TLS files"
+    }
+
+    fn reload(&self) -> Result<(), common::tls::TlsError> {
+        let Some(ctx) = self.ctx.upgrade() else { return Ok(()) };
+        let tls = ctx.cfg.tls.reread().map_err(|e| common::tls::TlsError(e.to_string()))?;
+        let client = build_client(&ctx.cfg, &tls).map_err(|e| common::tls::TlsError(e.to_string()))?;
+        *ctx.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for ForwarderHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ForwarderHandle").finish()
+    }
+}
+
+impl ForwarderHandle {
+    /// What SIGHUP re-reads for the forwarder: its TLS files
+    /// ([`common::tls::reload_on_sighup`]); nothing to do without them.
+    pub fn tls_reload(&self) -> Option<Arc<dyn common::tls::Reload>> {
+        let ctx = self.tls.ctx.upgrade()?;
+        let files = &ctx.cfg.tls;
+        (files.ca_file.is_some() || files.client_identity.is_some()).then(|| Arc::clone(&self.tls) as Arc<dyn common::tls::Reload>)
     }
 }
 
@@ -324,8 +414,32 @@ struct Ctx {
     spool: Spool,
     cfg: ForwarderConfig,
     metrics: ForwardMetrics,
-    client: reqwest::Client,
+    /// Rebuilt (and swapped) when SIGHUP re-reads the TLS files: requests
+    /// in flight finish on the old client, new ones use the new one.
+    client: RwLock<reqwest::Client>,
     shared: Arc<Shared>,
+}
+
+impl Ctx {
+    fn client(&self) -> reqwest::Client {
+        self.client.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The HTTP client of the forwarder: `tls` plus the timeouts and pool limits of `cfg`.
+fn build_client(cfg: &ForwarderConfig, tls: &ClientTls) -> Result<reqwest::Client, ForwarderError> {
+    let mut b = tls.extra_roots.iter().fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c.clone()));
+    if let Some(id) = &tls.identity {
+        b = b.identity(id.clone());
+    }
+    b.timeout(cfg.request_timeout)
+        .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
+        // A redirect of a POST of payments is a misconfiguration, not a hint.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(cfg.inflight_batches_max)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ForwarderError::Client(error_chain(&e)))
 }
 
 /// Starts the forwarder. It runs until `shutdown` turns `true`; then it stops
@@ -351,18 +465,7 @@ pub fn spawn(
             return Err(ForwarderError::Zero(name));
         }
     }
-    let client = cfg
-        .extra_roots
-        .iter()
-        .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c.clone()))
-        .timeout(cfg.request_timeout)
-        .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
-        // A redirect of a POST of payments is a misconfiguration, not a hint.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(cfg.inflight_batches_max)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| ForwarderError::Client(e.to_string()))?;
+    let client = RwLock::new(build_client(&cfg, &cfg.tls)?);
     let shared = Arc::new(Shared {
         status: Mutex::new(ForwarderStatus { current_url: cfg.urls[0].clone(), ..ForwarderStatus::default() }),
         wake: Notify::new(),
@@ -371,8 +474,9 @@ pub fn spawn(
     });
     let ctx = Arc::new(Ctx { spool, cfg, metrics, client, shared: Arc::clone(&shared) });
     tokio::spawn(probe(Arc::clone(&ctx), shutdown.clone()));
+    let reload = Arc::new(TlsReload { ctx: Arc::downgrade(&ctx) });
     let task = tokio::spawn(run(ctx, shutdown));
-    Ok((ForwarderHandle { shared }, task))
+    Ok((ForwarderHandle { shared, tls: reload }, task))
 }
 
 /// Probes the ledgers' `/readyz` (no token, bounded timeout) whenever no batch
@@ -402,7 +506,7 @@ async fn probe(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             let base = &ctx.cfg.urls[(start + i) % n];
             let url = format!("{}/readyz", base.trim_end_matches('/'));
             let timeout = LEDGER_PROBE_TIMEOUT.min(ctx.cfg.request_timeout);
-            match ctx.client.get(&url).timeout(timeout).send().await {
+            match ctx.client().get(&url).timeout(timeout).send().await {
                 Ok(r) if r.status().is_success() => {
                     up = true;
                     break;
@@ -727,7 +831,7 @@ const ERROR_BODY_BYTES_MAX: usize = 4096;
 async fn send_once(ctx: &Ctx, url: &str, body: bytes::Bytes, sub: &[Record]) -> (Reply, Option<Vec<LedgerResult>>, String) {
     let endpoint = format!("{}/v1/batches", url.trim_end_matches('/'));
     let resp = ctx
-        .client
+        .client()
         .post(&endpoint)
         .bearer_auth(ctx.cfg.token.expose())
         .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -68,6 +68,7 @@ struct RawListen {
     addr: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +128,10 @@ pub struct Config {
     /// `[listen] tls_cert` + `tls_key`: the listener speaks TLS (reloadable on
     /// SIGHUP). `None`: plain HTTP (loopback, tests, or TLS terminated in front).
     pub tls: Option<Arc<common::tls::Certificate>>,
+    /// `[listen] tls_client_ca`: every client must present a certificate
+    /// signed by one of these CAs (and still its bearer token); reloadable on
+    /// SIGHUP. Only with `tls`.
+    pub tls_client_ca: Option<Arc<common::tls::ClientCa>>,
     pub store_url: String,
     pub tokens: TokenSet,
     /// Role of each token, by token name.
@@ -170,6 +175,15 @@ impl Config {
             }
             (Some(_), None) => return Err(err("listen.tls_key", "required with listen.tls_cert")),
             (None, Some(_)) => return Err(err("listen.tls_cert", "required with listen.tls_key")),
+        };
+        let tls_client_ca = match (&tls, raw.listen.tls_client_ca) {
+            (_, None) => None,
+            (None, Some(_)) => {
+                return Err(err("listen.tls_client_ca", "needs listen.tls_cert and listen.tls_key (client certificates are a TLS feature)"))
+            }
+            (Some(_), Some(p)) => {
+                Some(common::tls::ClientCa::load(&p).map_err(|e| err("listen.tls_client_ca", e.to_string()))?)
+            }
         };
         let store_url = over
             .store
@@ -245,6 +259,7 @@ impl Config {
             log: LogSettings { format, level },
             listen,
             tls,
+            tls_client_ca,
             store_url,
             tokens,
             roles,
@@ -268,6 +283,12 @@ impl Config {
                 self.tls.as_ref().map_or("none (plain HTTP)".into(), |c| format!("{} (TLS)", c.paths().0.display())),
             ),
             ("listen.tls_key", self.tls.as_ref().map_or("none".into(), |c| c.paths().1.display().to_string())),
+            (
+                "listen.tls_client_ca",
+                self.tls_client_ca.as_ref().map_or("none (no client certificate asked)".into(), |ca| {
+                    format!("{} ({} certificates; a client certificate is required)", ca.path().display(), ca.len())
+                }),
+            ),
             ("store.url", crate::store::redact_url(&self.store_url)),
             ("auth.tokens_file", format!("{} ({} tokens, secrets redacted)", self.tokens_file.display(), self.tokens.len())),
             ("limits.body_bytes_max", Bytes(self.body_bytes_max as u64).to_string()),
@@ -321,6 +342,7 @@ mod tests {
         check(&format!("[store]\nurl = \"postgres://u@h/db?schema=Bad-Name\"\n[auth]\ntokens_file = {:?}\n", p), "store.url");
         check(&format!("[store]\nurl = \"postgres://u@h:notaport/db\"\n[auth]\ntokens_file = {:?}\n", p), "store.url");
         check("[store]\nurl = \"sled:///tmp/x\"\n", "auth.tokens_file");
+        check(&format!("{base}[listen]\ntls_client_ca = \"/nonexistent.pem\"\n"), "listen.tls_client_ca");
         let (_d2, p2) = tokens("m:0123456789abcdef03:merchant\n");
         check(&format!("[store]\nurl = \"sled:///tmp/x\"\n[auth]\ntokens_file = {:?}\n", p2), "auth.tokens_file");
         let (_d3, p3) = tokens("m:0123456789abcdef03:boss\n");

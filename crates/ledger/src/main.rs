@@ -162,8 +162,21 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
         ..ServerLimits::default()
     };
     // Before READY=1: from then on `systemctl reload` must not kill ledgerd.
-    tokio::spawn(common::tls::reload_on_sighup(cfg.tls.clone()));
-    tracing::info!(addr = %cfg.listen, store = backend, tls = cfg.tls.is_some(), "ledgerd listening");
+    let mut reloadable: Vec<Arc<dyn common::tls::Reload>> = Vec::new();
+    if let Some(c) = &cfg.tls {
+        reloadable.push(Arc::clone(c) as Arc<dyn common::tls::Reload>);
+    }
+    if let Some(ca) = &cfg.tls_client_ca {
+        reloadable.push(Arc::clone(ca) as Arc<dyn common::tls::Reload>);
+    }
+    tokio::spawn(common::tls::reload_on_sighup(reloadable));
+    tracing::info!(
+        addr = %cfg.listen,
+        store = backend,
+        tls = cfg.tls.is_some(),
+        client_certificates = cfg.tls_client_ca.is_some(),
+        "ledgerd listening"
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let probe_api = Arc::clone(&api);
@@ -190,7 +203,7 @@ async fn run(cfg: Config, accept_regression: bool) -> anyhow::Result<()> {
 
     let server = match &cfg.tls {
         Some(cert) => {
-            let tls = cert.server_config().context("TLS config")?;
+            let tls = cert.server_config(cfg.tls_client_ca.as_ref()).context("TLS config")?;
             tokio::spawn(common::http::serve_tls(listener, tls, limits, Arc::clone(&api).handler(), shutdown_rx))
         }
         None => tokio::spawn(common::http::serve(listener, limits, Arc::clone(&api).handler(), shutdown_rx)),

@@ -9,6 +9,7 @@ pub mod powercut;
 pub mod process;
 pub mod proxy;
 pub mod spoold;
+pub mod tls;
 pub mod tmpfs;
 
-pub use process::{bin_path, find_bin, free_port, wait_http_ok, DaemonProcess};
+pub use process::{bin_path, find_bin, free_port, wait_http_ok, wait_http_ok_with, DaemonProcess};

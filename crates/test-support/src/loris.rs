@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
+use crate::tls::Connector;
+
 /// How the trickling went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LorisReport {
@@ -31,6 +33,13 @@ impl Loris {
     /// an unfinished `POST /v1/events` head and then one byte every `every`,
     /// until the server cuts it or `trickle_for` has passed.
     pub fn start(addr: &str, connections: usize, every: Duration, trickle_for: Duration) -> Loris {
+        Loris::start_with(&Connector::plain(), addr, connections, every, trickle_for)
+    }
+
+    /// Like [`Loris::start`], through `connector`: over TLS each connection
+    /// completes its handshake first and then trickles the request inside it
+    /// (so the server's HTTP header timeout is what must cut it).
+    pub fn start_with(connector: &Connector, addr: &str, connections: usize, every: Duration, trickle_for: Duration) -> Loris {
         let cut = Arc::new(AtomicUsize::new(0));
         let connected = Arc::new(AtomicUsize::new(0));
         let mut tasks = JoinSet::new();
@@ -38,10 +47,11 @@ impl Loris {
             let addr = addr.to_owned();
             let cut = Arc::clone(&cut);
             let connected = Arc::clone(&connected);
+            let connector = connector.clone();
             tasks.spawn(async move {
-                let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else { return };
+                let Ok(stream) = connector.connect(&addr).await else { return };
                 connected.fetch_add(1, Ordering::Relaxed);
-                let (mut rd, mut wr) = stream.into_split();
+                let (mut rd, mut wr) = tokio::io::split(stream);
                 let started = Instant::now();
                 let head = format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ");
                 if wr.write_all(head.as_bytes()).await.is_err() {

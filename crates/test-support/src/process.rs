@@ -44,6 +44,11 @@ pub fn free_port() -> u16 {
 /// Polls `url` until it answers 200 or `timeout` passes.
 pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    wait_http_ok_with(&client, url, timeout).await
+}
+
+/// [`wait_http_ok`] with a given client (one that trusts a test CA).
+pub async fn wait_http_ok_with(client: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(r) = client.get(url).send().await {

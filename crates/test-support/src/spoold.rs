@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::process::{free_port, wait_http_ok, DaemonProcess};
+use crate::process::{free_port, wait_http_ok_with, DaemonProcess};
+use crate::tls::{Connector, TestCa};
 
 /// The bearer secret every test spoold accepts (token name `test-client`).
 pub const TEST_TOKEN: &str = "test-secret-0123456789abcdef";
@@ -33,6 +34,9 @@ pub struct SpooldOptions {
     pub forward_to: Option<(Vec<String>, String)>,
     /// Extra environment of every (re)start, e.g. `FAILPOINTS`.
     pub env: Vec<(String, String)>,
+    /// Serve over TLS with a certificate from a fresh test CA
+    /// (`[listen] tls_cert` / `tls_key`); [`Spoold::url`] is then `https://`.
+    pub tls: bool,
 }
 
 impl SpooldOptions {
@@ -62,6 +66,12 @@ impl SpooldOptions {
         self
     }
 
+    /// Serve over TLS (see [`SpooldOptions::tls`]) if `on`.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// Forward to `url` with bearer `token`.
     pub fn forward_to(mut self, url: &str, token: &str) -> Self {
         self.forward_to = Some((vec![url.to_owned()], token.to_owned()));
@@ -84,6 +94,9 @@ pub struct Spoold {
     pub args: Vec<String>,
     /// The extra environment of every (re)start ([`SpooldOptions::env`]).
     pub env: Vec<(String, String)>,
+    /// With [`SpooldOptions::tls`]: the PEM of the CA that signed spoold's
+    /// certificate (for `localhost` and `127.0.0.1`).
+    pub tls_ca_pem: Option<String>,
 }
 
 impl Spoold {
@@ -95,8 +108,15 @@ impl Spoold {
         let tokens = dir.path().join("spoold.tokens");
         std::fs::write(&tokens, format!("# test tokens\ntest-client:{TEST_TOKEN}\nother:{TEST_TOKEN_2}\n"))?;
         let admin_socket = dir.path().join("admin.sock");
+        let (mut tls_lines, mut tls_ca_pem) = (String::new(), None);
+        if opts.tls {
+            let ca = TestCa::new("spoold");
+            let (cert, key) = ca.server().write(dir.path(), "spoold");
+            tls_lines = format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display());
+            tls_ca_pem = Some(ca.pem());
+        }
         let mut text = format!(
-            "node_id = \"test-node\"\n\n[listen]\naddr = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n\n\
+            "node_id = \"test-node\"\n\n[listen]\naddr = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n{tls_lines}\n\
              [auth]\ntokens_file = \"{}\"\n\n[spool]\ndir = \"{}\"\n",
             admin_socket.display(),
             tokens.display(),
@@ -135,6 +155,7 @@ impl Spoold {
             process: None,
             args: opts.args.clone(),
             env: opts.env.clone(),
+            tls_ca_pem,
         };
         s.spawn().await?;
         Ok(s)
@@ -149,7 +170,8 @@ impl Spoold {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let args = self.command_args(&self.args);
         let mut p = DaemonProcess::spawn_env("spoold", &args, &self.env, &self.log_path)?;
-        let ready = wait_http_ok(&self.url("/readyz"), Duration::from_secs(30)).await;
+        let client = self.client_builder().timeout(Duration::from_secs(2)).build()?;
+        let ready = wait_http_ok_with(&client, &self.url("/readyz"), Duration::from_secs(30)).await;
         if let Err(e) = ready {
             let running = p.is_running();
             p.kill9();
@@ -193,9 +215,26 @@ impl Spoold {
         Ok((status, std::fs::read_to_string(&out_path).unwrap_or_default()))
     }
 
-    /// `http://127.0.0.1:<port><path>`
+    /// `http://127.0.0.1:<port><path>` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls_ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A client builder for this spoold: with TLS, it trusts spoold's test CA.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        match &self.tls_ca_pem {
+            Some(ca) => crate::tls::client_builder(ca, None),
+            None => reqwest::Client::builder(),
+        }
+    }
+
+    /// How to open a raw connection to this spoold (TLS handshake done, if TLS).
+    pub fn connector(&self) -> Connector {
+        match &self.tls_ca_pem {
+            Some(ca) => Connector::tls(ca),
+            None => Connector::plain(),
+        }
     }
 
     pub fn addr(&self) -> String {

@@ -32,6 +32,11 @@ pub fn client() -> reqwest::Client {
         .expect("build http client")
 }
 
+/// [`client`] for `s`: over TLS when `s` serves TLS (trusting its test CA).
+pub fn client_for(s: &Spoold) -> reqwest::Client {
+    s.client_builder().timeout(Duration::from_secs(20)).build().expect("build http client")
+}
+
 /// A response, read whole: status, headers and JSON body (Null if not JSON).
 #[derive(Debug)]
 pub struct Resp {

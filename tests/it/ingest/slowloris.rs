@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use test_support::loris::Loris;
 use test_support::spoold::{Spoold, SpooldOptions};
 
-use super::{client, event, post_json};
+use super::{client_for, event, post_json};
 
 const SLOW_CONNECTIONS: usize = 1000;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
@@ -16,13 +16,24 @@ const TRICKLE_EVERY: Duration = Duration::from_millis(250);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_slowloris_does_not_stall_others() {
-    let s = Spoold::start(SpooldOptions::default().limits("header_read_timeout = \"3s\""))
+    slowloris(false).await;
+}
+
+/// The same over TLS: each slow client completes its handshake and then
+/// trickles its headers inside the TLS stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_slowloris_does_not_stall_others_over_tls() {
+    slowloris(true).await;
+}
+
+async fn slowloris(tls: bool) {
+    let s = Spoold::start(SpooldOptions::default().tls(tls).limits("header_read_timeout = \"3s\""))
         .await
         .expect("start spoold");
-    let slow = Loris::start(&s.addr(), SLOW_CONNECTIONS, TRICKLE_EVERY, TRICKLE_FOR);
+    let slow = Loris::start_with(&s.connector(), &s.addr(), SLOW_CONNECTIONS, TRICKLE_EVERY, TRICKLE_FOR);
 
     // Meanwhile, a normal client sends events on fresh connections.
-    let c = client();
+    let c = client_for(&s);
     let mut ok = 0usize;
     let mut slowest = Duration::ZERO;
     let started = Instant::now();
@@ -40,7 +51,7 @@ async fn ingest_slowloris_does_not_stall_others() {
     }
     let report = slow.finish().await;
     let (connected, cut) = (report.connected, report.cut);
-    eprintln!("slowloris: {connected} slow connections, {cut} cut by the server; normal client {ok} ok, slowest {slowest:?}");
+    eprintln!("slowloris (TLS {tls}): {connected} slow connections, {cut} cut by the server; normal client {ok} ok, slowest {slowest:?}");
     assert!(connected >= SLOW_CONNECTIONS * 95 / 100, "only {connected} slow connections were established");
     assert!(
         cut >= connected * 99 / 100,
