@@ -78,6 +78,10 @@ impl Plan {
                 skip_pg: a.skip_pg,
                 baseline_seconds: if q { 3 } else { 10 },
                 dir: a.dir.clone(),
+                spoold: true,
+                spoold_only: false,
+                ledgerd_before: None,
+                repeats: 1,
             },
             backlog: BacklogArgs {
                 backlog_events: a.backlog_events.unwrap_or(if q { 100_000 } else { 10_000_000 }),

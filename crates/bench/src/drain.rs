@@ -11,16 +11,33 @@
 //! release binary (`cargo build --release -p ledger` first). The RSS figures
 //! are this process's (spool + forwarder + the spool's sled cache), sampled
 //! during the drain.
+//!
+//! With `--spoold`, the same backlog is also drained end to end by the real
+//! `spoold` binary: the spool is filled in-process (ids `sl-<uuid4>`, as
+//! vendors send them; 200 merchants, 100 000 payers), ledgerd is started, then
+//! spoold is started on the full spool with `[ledger] batch_events_max` and
+//! `inflight_batches_max` from `--batch-events`/`--inflight`, and the drain is
+//! timed from spoold's start until its `GET /v1/status` counts no pending
+//! event. Reported: events/s, ledgerd's and spoold's CPU per event
+//! (utime + stime of `/proc/<pid>/stat` over the drain), the mean batch
+//! ledgerd saw (`ledgerd_events_total` over `ledgerd_batch_duration_seconds`
+//! count) and the most batches spoold reported in flight. `--ledgerd-before
+//! NAME` drains the same way into another ledgerd binary next to the bench
+//! (an earlier build copied there, e.g. `target/release/ledgerd-before`), in
+//! the same run, for a before/after. `--repeats N` runs everything N times,
+//! interleaved, and prints medians: the machine is shared and noisy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use forwarder::{ForwardMetrics, ForwarderConfig, Secret};
 use serde_json::json;
 use spool::{Spool, SpoolConfig};
-use spool_format::Event;
+use rand::{Rng, SeedableRng};
+use spool_format::{Event, Uuid};
 use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
 
 /// Options of `bench drain`.
@@ -47,18 +64,51 @@ pub struct DrainArgs {
     /// Directory for the spool and the sled ledger (default: a temp dir).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Also drain through the real spoold binary (end to end).
+    #[arg(long)]
+    pub spoold: bool,
+    /// Only the real-spoold drains (no in-process forwarder, no baseline).
+    #[arg(long)]
+    pub spoold_only: bool,
+    /// Another ledgerd binary next to the bench (file name) to drain into with
+    /// spoold in the same run: the "before" of a before/after.
+    #[arg(long)]
+    pub ledgerd_before: Option<String>,
+    /// Runs of everything, interleaved; medians are reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
 }
 
-/// A bench event with a random id (`sl-<uuid4>`, [`crate::ids`]).
-pub fn event() -> Event {
+/// Merchants (payees) of the bench's events.
+const MERCHANTS: u64 = 200;
+/// Avatars (payers, and so recipients) of the bench's events.
+const AVATARS: u64 = 100_000;
+
+/// A party UUID (version 4 layout) numbered `n` in group `group`.
+fn party(group: u64, n: u64) -> Uuid {
+    Uuid::from_u128(0x2b6f_0d1e_4c1a_4f9e_9a6b_0000_0000_0000 | (u128::from(group) << 32) | u128::from(n))
+}
+
+/// A random version-4 UUID.
+fn uuid4(rng: &mut impl Rng) -> Uuid {
+    let mut b = [0u8; 16];
+    rng.fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(b)
+}
+
+/// An event as a vendor sends it: a random id `sl-<uuid4>`, one of
+/// [`MERCHANTS`] payees, one of [`AVATARS`] payers (the recipient defaults to
+/// the payer).
+fn event(rng: &mut impl Rng) -> Event {
     Event::from_json_value(&json!({
-        "id": crate::ids::random_id(),
+        "id": format!("sl-{}", uuid4(rng)),
         "kind": "purchase",
-        "amount": 250,
+        "amount": rng.gen_range(1..10_000u64),
         "currency": "L$",
-        "payer": "9c8b7a6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
-        "payee": "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b",
-        "recipient": "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0",
+        "payer": party(1, rng.gen_range(0..AVATARS)).to_string(),
+        "payee": party(2, rng.gen_range(0..MERCHANTS)).to_string(),
         "occurred_at": "2026-11-24T12:00:00Z",
         "item": "Mesh Sofa Deluxe (copy/mod)",
         "region": "Casper Isle",
@@ -79,8 +129,8 @@ const FILL_STREAMS: u64 = 4;
 /// Events per `append_batch` while filling (spoold's default batch limit).
 const FILL_BATCH_EVENTS: u64 = 1000;
 
-/// Opens the spool in `dir` (node `bench-node`) and appends `n` events to it
-/// (random ids `sl-<uuid4>`), durably, in batches.
+/// Opens the spool in `dir` (node `bench-node`) and appends `n` random events
+/// to it ([`event`]), durably, in batches.
 pub async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
     let mut cfg = SpoolConfig::for_dir(dir);
     cfg.node_id = "bench-node".into();
@@ -92,9 +142,10 @@ pub async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
         tasks.spawn(async move {
             // Stream `stream` takes every FILL_STREAMS-th batch.
             let mut i = stream * FILL_BATCH_EVENTS;
+            let mut rng = rand::rngs::StdRng::from_entropy();
             while i < n {
                 let end = (i + FILL_BATCH_EVENTS).min(n);
-                for r in spool.append_batch((i..end).map(|_| event()).collect()).await {
+                for r in spool.append_batch((i..end).map(|_| event(&mut rng)).collect()).await {
                     r.context("append to the spool")?;
                 }
                 i += FILL_STREAMS * FILL_BATCH_EVENTS;
@@ -110,12 +161,17 @@ pub async fn fill(dir: &std::path::Path, n: u64) -> anyhow::Result<Spool> {
     Ok(spool)
 }
 
-/// One drain: throughput and this process's RSS (spool + forwarder).
-#[derive(Debug, Clone, Copy)]
+/// One drain: throughput, this process's RSS (spool + forwarder), and the
+/// ledger side.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DrainResult {
     pub events_per_sec: f64,
     pub rss_start_kib: u64,
     pub rss_max_kib: u64,
+    /// ledgerd's CPU time (user + system) over the drain, per event, in µs.
+    pub ledgerd_cpu_us_per_event: f64,
+    /// Events per batch as ledgerd saw them (mean).
+    pub mean_batch_events: f64,
 }
 
 /// The PostgreSQL half of `bench drain`.
@@ -132,25 +188,87 @@ pub enum PgDrain {
     },
 }
 
-/// The figures of `bench drain`.
+/// One drain by the real spoold binary into the real ledgerd.
+#[derive(Debug, Clone)]
+pub struct SpooldDrain {
+    /// "ledgerd/sled", "ledgerd/PostgreSQL".
+    pub store: &'static str,
+    /// The ledgerd binary (file name).
+    pub ledgerd: String,
+    pub events_per_sec: f64,
+    pub ledgerd_cpu_us_per_event: f64,
+    pub spoold_cpu_us_per_event: f64,
+    pub mean_batch_events: f64,
+    /// The most batches spoold's status showed in flight (sampled every 100 ms).
+    pub inflight_max_seen: u64,
+}
+
+/// The figures of `bench drain` (medians over `repeats` for the in-process
+/// drains; every real-spoold run in `spoold`).
 #[derive(Debug, Clone)]
 pub struct DrainReport {
     pub events: u64,
     pub batch_events: usize,
     pub inflight: usize,
     pub baseline_seconds: u64,
+    pub repeats: usize,
     pub sled: DrainResult,
     pub pg: PgDrain,
+    pub spoold: Vec<SpooldDrain>,
 }
 
-async fn drain(spool: &Spool, ledger_url: &str, args: &DrainArgs) -> anyhow::Result<DrainResult> {
-    let mut cfg = ForwarderConfig::new("bench-node", vec![ledger_url.to_owned()], Secret::new(NODE_TOKEN));
+/// Clock ticks a second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
+fn clock_ticks() -> anyhow::Result<f64> {
+    let out = std::process::Command::new("getconf").arg("CLK_TCK").output().context("run getconf CLK_TCK")?;
+    let ticks: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("parse CLK_TCK")?;
+    anyhow::ensure!(ticks > 0.0, "CLK_TCK is {ticks}");
+    Ok(ticks)
+}
+
+/// CPU time (utime + stime) of process `pid` so far, in seconds.
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).context("parse /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).context("utime/stime in /proc/<pid>/stat")
+    };
+    Ok((ticks(14)? + ticks(15)?) / clock_ticks()?)
+}
+
+/// ledgerd's events and batches so far, from its `/metrics`.
+async fn ledger_batches(ledger_url: &str) -> anyhow::Result<(f64, f64)> {
+    let text = reqwest::get(format!("{ledger_url}/metrics")).await?.text().await?;
+    let (mut events, mut batches) = (0.0, 0.0);
+    for line in text.lines() {
+        let value = || line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if line.starts_with("ledgerd_events_total{") {
+            events += value();
+        } else if line.starts_with("ledgerd_batch_duration_seconds_count") {
+            batches += value();
+        }
+    }
+    Ok((events, batches))
+}
+
+fn ledgerd_pid(l: &Ledgerd) -> anyhow::Result<u32> {
+    Ok(l.process.as_ref().context("ledgerd is not running")?.child.id())
+}
+
+async fn drain(spool: &Spool, ledger: &Ledgerd, args: &DrainArgs) -> anyhow::Result<DrainResult> {
+    let mut cfg = ForwarderConfig::new("bench-node", vec![ledger.url.clone()], Secret::new(NODE_TOKEN));
     cfg.batch_events_max = args.batch_events;
     cfg.inflight_batches_max = args.inflight;
     cfg.request_timeout = Duration::from_secs(30);
     let metrics = ForwardMetrics::default();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let pending0 = spool.stats()?.pending_events;
+    let pid = ledgerd_pid(ledger)?;
+    let (ev0, b0) = ledger_batches(&ledger.url).await?;
+    let cpu0 = cpu_secs(pid)?;
     let started = Instant::now();
     let (_handle, task) = forwarder::spawn(spool.clone(), cfg, metrics.clone(), rx)?;
     let rss_start = rss_kib()?;
@@ -169,13 +287,119 @@ async fn drain(spool: &Spool, ledger_url: &str, args: &DrainArgs) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid)? - cpu0;
+    let (ev1, b1) = ledger_batches(&ledger.url).await?;
     let _ = tx.send(true);
     let _ = task.await;
     let retries = metrics.retries_total.get();
     if retries > 0 {
         println!("    ({retries} retries during the drain)");
     }
-    Ok(DrainResult { events_per_sec: pending0 as f64 / secs, rss_start_kib: rss_start, rss_max_kib: rss_max })
+    Ok(DrainResult {
+        events_per_sec: pending0 as f64 / secs,
+        rss_start_kib: rss_start,
+        rss_max_kib: rss_max,
+        ledgerd_cpu_us_per_event: cpu * 1e6 / (pending0.max(1) as f64),
+        mean_batch_events: (ev1 - ev0) / (b1 - b0).max(1.0),
+    })
+}
+
+/// Where a drain's ledger keeps its events.
+#[derive(Debug, Clone)]
+enum LedgerStore {
+    Sled,
+    /// PostgreSQL URL and a schema of the run's own.
+    Pg(String, String),
+}
+
+impl LedgerStore {
+    fn name(&self) -> &'static str {
+        match self {
+            LedgerStore::Sled => "ledgerd/sled",
+            LedgerStore::Pg(..) => "ledgerd/PostgreSQL",
+        }
+    }
+
+    fn url(&self, dir: &Path) -> String {
+        match self {
+            LedgerStore::Sled => format!("sled://{}", dir.join("store").display()),
+            LedgerStore::Pg(url, schema) => format!("{url}?schema={schema}"),
+        }
+    }
+}
+
+/// The real spoold drains a backlog of `args.events` (filled in-process into
+/// its spool first) into a fresh ledgerd `bin` on `store`; files under `dir`.
+async fn drain_spoold(args: &DrainArgs, dir: &Path, store: &LedgerStore, bin: &str) -> anyhow::Result<SpooldDrain> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let spool_dir = dir.join("spool");
+    let spool = fill(&spool_dir, args.events).await?;
+    spool.close();
+    drop(spool);
+    let ledger_dir = dir.join("ledger");
+    let ledger = Ledgerd::start_bin(&ledger_dir, &store.url(&ledger_dir), test_support::free_port(), "", bin)
+        .await
+        .with_context(|| format!("start {bin} on {}", store.name()))?;
+    let port = test_support::free_port();
+    let config = crate::procs::write_spoold_config(dir, port, &spool_dir, 1000, Some(&ledger.url))?;
+    // The ledger's node token, and the forwarder limits under test.
+    std::fs::write(dir.join("ledger.token"), format!("{NODE_TOKEN}\n")).context("write the ledger token")?;
+    let mut text = std::fs::read_to_string(&config).context("read the spoold config")?;
+    text.push_str(&format!("batch_events_max = {}\ninflight_batches_max = {}\n", args.batch_events, args.inflight));
+    std::fs::write(&config, text).context("write the spoold config")?;
+
+    let lpid = ledgerd_pid(&ledger)?;
+    let (ev0, b0) = ledger_batches(&ledger.url).await?;
+    let lcpu0 = cpu_secs(lpid)?;
+    let started = Instant::now();
+    let mut spoold = crate::procs::spawn_spoold(&config, &dir.join("spoold.log"))?;
+    let spid = spoold.child.id();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let status_url = format!("http://127.0.0.1:{port}/v1/status");
+    let mut inflight_max = 0u64;
+    let mut pending0 = None;
+    let mut last_report = Instant::now();
+    loop {
+        let status = match client.get(&status_url).bearer_auth(crate::procs::BENCH_TOKEN).send().await {
+            Ok(r) if r.status().is_success() => Some(r.json::<serde_json::Value>().await?),
+            _ => None,
+        };
+        match status {
+            Some(st) => {
+                let pending = st["spool"]["pending_events"].as_u64().context("spool.pending_events in the status")?;
+                pending0.get_or_insert(pending);
+                inflight_max = inflight_max.max(st["ledger"]["inflight_batches"].as_u64().unwrap_or(0));
+                if pending == 0 {
+                    break;
+                }
+                if last_report.elapsed() > Duration::from_secs(10) {
+                    println!("    … {pending} pending, {:.0} s", started.elapsed().as_secs_f64());
+                    last_report = Instant::now();
+                }
+            }
+            None => anyhow::ensure!(spoold.is_running(), "spoold exited; see {}", dir.join("spoold.log").display()),
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(3600), "the drain took over an hour");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let lcpu = cpu_secs(lpid)? - lcpu0;
+    let scpu = cpu_secs(spid)?;
+    let (ev1, b1) = ledger_batches(&ledger.url).await?;
+    let _ = spoold.terminate(Duration::from_secs(30));
+    drop(ledger);
+    let n = pending0.unwrap_or(0);
+    anyhow::ensure!(n == args.events, "spoold found {n} pending events, the fill wrote {}", args.events);
+    let n = n as f64;
+    Ok(SpooldDrain {
+        store: store.name(),
+        ledgerd: bin.to_owned(),
+        events_per_sec: n / secs,
+        ledgerd_cpu_us_per_event: lcpu * 1e6 / n,
+        spoold_cpu_us_per_event: scpu * 1e6 / n,
+        mean_batch_events: (ev1 - ev0) / (b1 - b0).max(1.0),
+        inflight_max_seen: inflight_max,
+    })
 }
 
 async fn pg_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -207,8 +431,9 @@ async fn baseline(url: &str, schema: &str, conns: usize, secs: u64) -> anyhow::R
         tasks.push(tokio::spawn(async move {
             let stmt = client.prepare(&sql).await?;
             let mut i: u64 = 0;
+            let mut rng = rand::rngs::StdRng::from_entropy();
             while Instant::now() < deadline {
-                let e = event();
+                let e = event(&mut rng);
                 let body = serde_json::to_string(&e.to_json_value())?;
                 let digest = e.digest().to_vec();
                 let seq = i64::try_from(i)?;
@@ -231,28 +456,117 @@ async fn baseline(url: &str, schema: &str, conns: usize, secs: u64) -> anyhow::R
 pub fn run(args: DrainArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let r = rt.block_on(measure(&args))?;
-    print_drain("ledgerd/sled", &r.sled);
-    match &r.pg {
-        PgDrain::Skipped => {}
-        PgDrain::Failed(why) => anyhow::bail!("the PostgreSQL runs failed: {why}"),
-        PgDrain::Done { drain, baseline } => {
-            print_drain("ledgerd/PostgreSQL", drain);
-            println!("baseline: direct single-row INSERTs, {} connections, {} s: {baseline:.0} events/s", r.inflight, r.baseline_seconds);
-            println!(
-                "ratio: ledgerd/PostgreSQL drain = {:.1}x direct single-row INSERTs; ledgerd/sled drain = {:.1}x",
-                drain.events_per_sec / baseline,
-                r.sled.events_per_sec / baseline
-            );
+    println!("== bench drain: medians of {} run(s), {} events, forwarder batches of {}, {} in flight", r.repeats, r.events, r.batch_events, r.inflight);
+    if !args.spoold_only {
+        print_drain("in-process forwarder -> ledgerd/sled", &r.sled);
+        match &r.pg {
+            PgDrain::Skipped => {}
+            PgDrain::Failed(why) => anyhow::bail!("the PostgreSQL runs failed: {why}"),
+            PgDrain::Done { drain, baseline } => {
+                print_drain("in-process forwarder -> ledgerd/PostgreSQL", drain);
+                println!("baseline: direct single-row INSERTs, {} connections, {} s: {baseline:.0} events/s", r.inflight, r.baseline_seconds);
+                println!(
+                    "ratio: ledgerd/PostgreSQL drain = {:.1}x direct single-row INSERTs; ledgerd/sled drain = {:.1}x",
+                    drain.events_per_sec / baseline,
+                    r.sled.events_per_sec / baseline
+                );
+            }
         }
     }
+    print_spoold(&r.spoold);
     println!("process peak RSS (VmHWM, includes the backlog fill): {} MiB", crate::procs::status_kib(None, "VmHWM:")? / 1024);
     Ok(())
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn median_drain(v: &[DrainResult]) -> DrainResult {
+    let m = |f: fn(&DrainResult) -> f64| median(v.iter().map(f).collect());
+    DrainResult {
+        events_per_sec: m(|d| d.events_per_sec),
+        rss_start_kib: m(|d| d.rss_start_kib as f64) as u64,
+        rss_max_kib: m(|d| d.rss_max_kib as f64) as u64,
+        ledgerd_cpu_us_per_event: m(|d| d.ledgerd_cpu_us_per_event),
+        mean_batch_events: m(|d| d.mean_batch_events),
+    }
+}
+
+/// Medians of the real-spoold runs of one store and ledgerd binary.
+#[derive(Debug, Clone)]
+pub struct SpooldMedian {
+    pub store: &'static str,
+    pub ledgerd: String,
+    pub runs: Vec<f64>,
+    pub events_per_sec: f64,
+    pub ledgerd_cpu_us_per_event: f64,
+    pub spoold_cpu_us_per_event: f64,
+    pub mean_batch_events: f64,
+    pub inflight_max_seen: u64,
+}
+
+/// Medians of the real-spoold runs, one per store and ledgerd binary, in
+/// the order they first ran.
+pub fn spoold_medians(runs: &[SpooldDrain]) -> Vec<SpooldMedian> {
+    let mut keys: Vec<(&'static str, &str)> = Vec::new();
+    for r in runs {
+        if !keys.contains(&(r.store, r.ledgerd.as_str())) {
+            keys.push((r.store, r.ledgerd.as_str()));
+        }
+    }
+    keys.into_iter()
+        .map(|(store, bin)| {
+            let these: Vec<&SpooldDrain> = runs.iter().filter(|r| r.store == store && r.ledgerd == bin).collect();
+            let m = |f: fn(&SpooldDrain) -> f64| median(these.iter().map(|r| f(r)).collect());
+            SpooldMedian {
+                store,
+                ledgerd: bin.to_owned(),
+                runs: these.iter().map(|r| r.events_per_sec).collect(),
+                events_per_sec: m(|r| r.events_per_sec),
+                ledgerd_cpu_us_per_event: m(|r| r.ledgerd_cpu_us_per_event),
+                spoold_cpu_us_per_event: m(|r| r.spoold_cpu_us_per_event),
+                mean_batch_events: m(|r| r.mean_batch_events),
+                inflight_max_seen: these.iter().map(|r| r.inflight_max_seen).max().unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// Medians of the real-spoold runs, one line per store and ledgerd binary.
+fn print_spoold(runs: &[SpooldDrain]) {
+    for m in spoold_medians(runs) {
+        let each: Vec<String> = m.runs.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "spoold -> {} on {}: {:.0} events/s (runs: {}); ledgerd CPU {:.1} us/event, spoold CPU {:.1} us/event; \
+             mean batch {:.0} events, up to {} in flight",
+            m.ledgerd,
+            m.store,
+            m.events_per_sec,
+            each.join(", "),
+            m.ledgerd_cpu_us_per_event,
+            m.spoold_cpu_us_per_event,
+            m.mean_batch_events,
+            m.inflight_max_seen,
+        );
+    }
+}
+
 fn print_drain(name: &str, d: &DrainResult) {
     println!(
-        "{name}: drained at {:.0} events/s; process RSS {} MiB at drain start, {} MiB max during the drain",
+        "{name}: drained at {:.0} events/s; ledgerd CPU {:.1} us/event; mean batch {:.0}; process RSS {} MiB at drain start, {} MiB max during the drain",
         d.events_per_sec,
+        d.ledgerd_cpu_us_per_event,
+        d.mean_batch_events,
         d.rss_start_kib / 1024,
         d.rss_max_kib / 1024
     );
@@ -263,76 +577,130 @@ fn print_drain(name: &str, d: &DrainResult) {
 pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
     let tmp = tempfile::tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir)).context("create the drain bench dir")?;
     println!(
-        "bench drain: {} events, batches of {}, {} in flight; ledgerd release binary; {} CPUs",
+        "bench drain: {} events, batches of {}, {} in flight, {} repeat(s); ledgerd release binary; {} CPUs",
         args.events,
         args.batch_events,
         args.inflight,
+        args.repeats,
         crate::cores()
     );
-
-    println!("ledgerd/sled:");
-    let spool = fill(&tmp.path().join("spool-sled"), args.events).await?;
-    let ledger = Ledgerd::start_with(
-        &tmp.path().join("ledger-sled"),
-        &format!("sled://{}", tmp.path().join("ledger-sled/store").display()),
-        test_support::free_port(),
-    )
-    .await
-    .context("start ledgerd/sled")?;
-    let sled = drain(&spool, &ledger.url, args).await?;
-    print_drain("  ledgerd/sled", &sled);
-    drop(ledger);
-    spool.close();
-    drop(spool);
-
-    let pg = if args.skip_pg {
-        PgDrain::Skipped
-    } else {
-        match drain_pg(args, tmp.path()).await {
-            Ok((drain, baseline)) => PgDrain::Done { drain, baseline },
-            Err(e) => {
-                println!("  PostgreSQL runs failed: {e:#}");
-                PgDrain::Failed(format!("{e:#}"))
+    let mut bins = vec!["ledgerd".to_owned()];
+    bins.extend(args.ledgerd_before.clone());
+    let (mut sled_runs, mut pg_runs, mut base_runs, mut spoold_runs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut pg_failed = None;
+    for rep in 0..args.repeats.max(1) {
+        let run_dir = tmp.path().join(format!("run-{rep}"));
+        if !args.spoold_only {
+            println!("[{rep}] in-process forwarder -> ledgerd/sled:");
+            let d = run_dir.join("inproc-sled");
+            let spool = fill(&d.join("spool"), args.events).await?;
+            let ledger = Ledgerd::start_with(&d.join("ledger"), &LedgerStore::Sled.url(&d.join("ledger")), test_support::free_port())
+                .await
+                .context("start ledgerd/sled")?;
+            let r = drain(&spool, &ledger, args).await?;
+            print_drain("  ledgerd/sled", &r);
+            sled_runs.push(r);
+            drop(ledger);
+            spool.close();
+            drop(spool);
+        }
+        if args.spoold || args.spoold_only {
+            for bin in &bins {
+                println!("[{rep}] spoold -> {bin} on ledgerd/sled:");
+                let r = drain_spoold(args, &run_dir.join(format!("spoold-sled-{bin}")), &LedgerStore::Sled, bin).await?;
+                print_spoold(std::slice::from_ref(&r));
+                spoold_runs.push(r);
             }
         }
+        if args.skip_pg || pg_failed.is_some() {
+            continue;
+        }
+        match drain_pg(args, &run_dir, &bins, rep).await {
+            Ok((inproc, base, spoold)) => {
+                pg_runs.extend(inproc);
+                base_runs.extend(base);
+                spoold_runs.extend(spoold);
+            }
+            Err(e) => {
+                println!("  PostgreSQL runs failed: {e:#}");
+                pg_failed = Some(format!("{e:#}"));
+            }
+        }
+    }
+    let pg = match pg_failed {
+        _ if args.skip_pg => PgDrain::Skipped,
+        Some(why) => PgDrain::Failed(why),
+        None => PgDrain::Done { drain: median_drain(&pg_runs), baseline: median(base_runs) },
     };
     Ok(DrainReport {
         events: args.events,
         batch_events: args.batch_events,
         inflight: args.inflight,
         baseline_seconds: args.baseline_seconds,
-        sled,
+        repeats: args.repeats.max(1),
+        sled: median_drain(&sled_runs),
         pg,
+        spoold: spoold_runs,
     })
 }
 
-/// The ledgerd/PostgreSQL drain and the direct-INSERT baseline, in a schema of
-/// their own that is dropped afterwards.
-async fn drain_pg(args: &DrainArgs, tmp: &std::path::Path) -> anyhow::Result<(DrainResult, f64)> {
-    println!("ledgerd/PostgreSQL:");
+/// A fresh schema name for one PostgreSQL drain.
+fn schema_name(what: &str, rep: usize) -> String {
+    format!("bench_drain_{}_{what}_{rep}", std::process::id())
+}
+
+async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+    let admin = pg_client(url).await?;
+    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.context("drop the bench schema")
+}
+
+/// The PostgreSQL drains of one repeat (in-process and real spoold, each in a
+/// schema of its own, dropped afterwards) and the direct-INSERT baseline.
+async fn drain_pg(
+    args: &DrainArgs,
+    tmp: &Path,
+    bins: &[String],
+    rep: usize,
+) -> anyhow::Result<(Option<DrainResult>, Option<f64>, Vec<SpooldDrain>)> {
     // Fail early, before the fill, when PostgreSQL is down.
     pg_client(&args.pg_url).await.with_context(|| format!("connect to {}", args.pg_url))?;
-    let schema = format!("bench_drain_{}", std::process::id());
-    let spool = fill(&tmp.join("spool-pg"), args.events).await?;
-    let result = async {
-        let ledger = Ledgerd::start_with(
-            &tmp.join("ledger-pg"),
-            &format!("{}?schema={schema}", args.pg_url),
-            test_support::free_port(),
-        )
-        .await
-        .context("start ledgerd/PostgreSQL")?;
-        let pg = drain(&spool, &ledger.url, args).await?;
-        drop(ledger);
-        print_drain("  ledgerd/PostgreSQL", &pg);
-        println!("baseline: direct single-row INSERTs, {} connections, {} s:", args.inflight, args.baseline_seconds);
-        let base = baseline(&args.pg_url, &schema, args.inflight, args.baseline_seconds).await?;
-        println!("  {base:.0} events/s");
-        anyhow::Ok((pg, base))
+    let (mut inproc, mut base, mut spoold) = (None, None, Vec::new());
+    if !args.spoold_only {
+        println!("[{rep}] in-process forwarder -> ledgerd/PostgreSQL:");
+        let schema = schema_name("inproc", rep);
+        let spool = fill(&tmp.join("spool-pg"), args.events).await?;
+        let result = async {
+            let d = tmp.join("ledger-pg");
+            let ledger = Ledgerd::start_with(&d, &LedgerStore::Pg(args.pg_url.clone(), schema.clone()).url(&d), test_support::free_port())
+                .await
+                .context("start ledgerd/PostgreSQL")?;
+            let pg = drain(&spool, &ledger, args).await?;
+            drop(ledger);
+            print_drain("  ledgerd/PostgreSQL", &pg);
+            println!("[{rep}] baseline: direct single-row INSERTs, {} connections, {} s:", args.inflight, args.baseline_seconds);
+            let b = baseline(&args.pg_url, &schema, args.inflight, args.baseline_seconds).await?;
+            println!("  {b:.0} events/s");
+            anyhow::Ok((pg, b))
+        }
+        .await;
+        spool.close();
+        drop(spool);
+        drop_schema(&args.pg_url, &schema).await?;
+        let (pg, b) = result?;
+        inproc = Some(pg);
+        base = Some(b);
     }
-    .await;
-    spool.close();
-    let admin = pg_client(&args.pg_url).await?;
-    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.context("drop the bench schema")?;
-    result
+    if args.spoold || args.spoold_only {
+        for bin in bins {
+            println!("[{rep}] spoold -> {bin} on ledgerd/PostgreSQL:");
+            let schema = schema_name(&format!("spoold_{}", bin.replace('-', "_")), rep);
+            let store = LedgerStore::Pg(args.pg_url.clone(), schema.clone());
+            let r = drain_spoold(args, &tmp.join(format!("spoold-pg-{bin}")), &store, bin).await;
+            drop_schema(&args.pg_url, &schema).await?;
+            let r = r?;
+            print_spoold(std::slice::from_ref(&r));
+            spoold.push(r);
+        }
+    }
+    Ok((inproc, base, spoold))
 }

@@ -351,6 +351,43 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
         &["into", "drain (events/s)", "baseline: direct single-row INSERTs (events/s)", "ratio", "bench process RSS max (MiB)"],
         &rows,
     );
+    let spoold = crate::drain::spoold_medians(&d.spoold);
+    if !spoold.is_empty() {
+        let _ = writeln!(
+            o,
+            "The same backlog drained by the real spoold binary into a fresh real ledgerd (forwarder batches of {}, {} in \
+             flight), timed from spoold's start until its status counts no pending event; CPU per event from \
+             `/proc/<pid>/stat` over the drain; medians of {} run(s).\n",
+            d.batch_events, d.inflight, d.repeats
+        );
+        let rows: Vec<Vec<String>> = spoold
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("spoold → {} ({})", m.store, m.ledgerd),
+                    per_sec(m.events_per_sec),
+                    base.map_or("–".into(), |b| ratio(m.events_per_sec, b)),
+                    format!("{:.1}", m.ledgerd_cpu_us_per_event),
+                    format!("{:.1}", m.spoold_cpu_us_per_event),
+                    format!("{:.0}", m.mean_batch_events),
+                    m.inflight_max_seen.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &mut o,
+            &[
+                "drain",
+                "events/s",
+                "ratio to direct INSERTs",
+                "ledgerd CPU µs/event",
+                "spoold CPU µs/event",
+                "mean batch (events)",
+                "most batches in flight",
+            ],
+            &rows,
+        );
+    }
 
     // Backlog.
     let b = &r.backlog;
@@ -609,7 +646,7 @@ mod tests {
 
     /// Fixed figures; nothing measured.
     fn fixture() -> AllReport {
-        let drain = DrainResult { events_per_sec: 160_000.0, rss_start_kib: 10_240, rss_max_kib: 20_480 };
+        let drain = DrainResult { events_per_sec: 160_000.0, rss_start_kib: 10_240, rss_max_kib: 20_480, ..DrainResult::default() };
         AllReport {
             machine: Machine {
                 cores: 2,
@@ -660,8 +697,21 @@ mod tests {
                 batch_events: 500,
                 inflight: 4,
                 baseline_seconds: 3,
+                repeats: 1,
                 sled: drain,
                 pg: PgDrain::Done { drain: DrainResult { events_per_sec: 50_000.0, ..drain }, baseline: 5_000.0 },
+                spoold: [(8_000.0, 60.0), (10_000.0, 50.0), (12_000.0, 40.0)]
+                    .into_iter()
+                    .map(|(eps, cpu)| crate::drain::SpooldDrain {
+                        store: "ledgerd/sled",
+                        ledgerd: "ledgerd".into(),
+                        events_per_sec: eps,
+                        ledgerd_cpu_us_per_event: cpu,
+                        spoold_cpu_us_per_event: 30.0,
+                        mean_batch_events: 500.0,
+                        inflight_max_seen: 4,
+                    })
+                    .collect(),
             },
             backlog: BacklogReport {
                 backlog_events: 100_000,
@@ -696,6 +746,8 @@ mod tests {
         assert!(md.contains("| 64 | 85000 | 81000 | 1.05× | 90000 | -10% |"), "{md}");
         assert!(md.contains("| single events, 64 conns (events/s) | 30000 | 40000 | 0.75× |"), "{md}");
         assert!(md.contains("| ledgerd/PostgreSQL | 50000 | 5000 | 10.00× | 20 |"), "{md}");
+        // The real-spoold drains: medians of the three runs.
+        assert!(md.contains("| spoold → ledgerd/sled (ledgerd) | 10000 | 2.00× | 50.0 | 30.0 | 500 | 4 |"), "{md}");
         assert!(md.contains("| batch ingest ≥ 250k events/s | 200000 events/s | **not met** |"), "{md}");
         assert!(md.contains("| 100000 | 0.020 | 1.00× | 0.040 | 1.00× |"), "{md}");
         assert!(md.contains("| 100100 | 100100000 | 1000 | 450 | 2.22× |"), "{md}");

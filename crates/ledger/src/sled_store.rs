@@ -1,17 +1,70 @@
-//! The embedded store: one sled tree.
+//! The embedded store: one sled tree, two to three sled writes per event.
+//!
+//! # Layout (store layout 2)
 //!
 //! ```text
-//! e <event id>                 -> row (JSON: ledger_seq, node, node_seq, times, digest, event)
-//! s <ledger_seq u64 BE>        -> event id          (all events in ledger order)
-//! P <payee 16 bytes> <seq BE>  -> event id          (by payee)
-//! R <recipient 16> <seq BE>    -> event id          (by recipient)
-//! Y <payer 16> <seq BE>        -> event id          (by payer)
-//! mcount                       -> u64 LE            (events recorded)
+//! c <first ledger_seq u64 BE>          -> chunk: the rows of consecutive ledger_seqs of one batch
+//! i <event id>                         -> ledger_seq u64 BE ‖ first ledger_seq of its chunk u64 BE
+//! p <party uuid 16 bytes> <chunk first ledger_seq u64 BE>
+//!                                      -> postings: [row index in the chunk u16 LE ‖ roles u8]*
+//!                                         (roles: 1 payee, 2 recipient, 4 payer; one entry per
+//!                                          row the party takes part in, in row order)
+//! mcount                               -> u64 LE (events recorded)
+//! mstore_id                            -> the store id (durable::guard)
 //! ```
 //!
-//! **Invariant:** a batch's rows and index entries go in one atomic
+//! A chunk (all integers little-endian):
+//!
+//! ```text
+//! "OGLC" | version u8 = 1 | flags u8 = 0 | rows u16 | first ledger_seq u64
+//! | recorded_at: unix secs i64, nanos u32 | node length u8 | node (1..=128 bytes UTF-8)
+//! | rows × (length u32 | row)  | CRC32C u32 of every byte before it
+//! ```
+//!
+//! A row is the bincode 1.3.3 encoding (fixed-width little-endian integers,
+//! u64 string lengths) of [`RowV2`]: the node's seq, `received_at`, and the
+//! canonical event's fields. The node and `recorded_at` are the batch's, so
+//! they are stored once per chunk. A batch is cut into chunks of at most
+//! [`CHUNK_BYTES_TARGET`] (one row alone may be larger: a valid event is at
+//! most ~41 KiB): sled keeps up to 17 items in a leaf and writes a leaf larger
+//! than [`durable::SLED_BLOB_THRESHOLD_BYTES`] to a blob file of its own (one
+//! more file and fsync per commit), so 17 chunks must stay under that.
+//!
+//! **Writes per event**: one id entry, one posting per distinct party of the
+//! event that is not already in the chunk's posting for that party (a payee
+//! selling several times within a chunk is one key; a payer whose recipient is
+//! itself — the default — is one key), plus a chunk per
+//! ~[`CHUNK_BYTES_TARGET`] of rows and the event count per batch: two keys per
+//! event when the chunk already holds the payee, three when it does not (many
+//! merchants: the bench's 200 give about three); layout 1 wrote five (row,
+//! ledger order, payee, recipient, payer) and every row repeated the node and
+//! the time as JSON.
+//!
+//! **Reads**: by id, `i` then one chunk (its CRC32C checked, the one row
+//! decoded and validated). In ledger order, the chunks from the one holding
+//! `after + 1`. By payee/recipient/payer, that party's postings from the chunk
+//! holding `after + 1`, skipping entries of the party in another role without
+//! reading the row. Every query walks at most [`QUERY_SCAN_ENTRIES_MAX`] rows or
+//! postings and then returns what it found with a cursor, so a query costs the
+//! same in a 10M-event ledger as in a small one.
+//!
+//! # Layout 1 (read, never written)
+//!
+//! A store written before layout 2 holds `e<id>` → row (JSON with the digest,
+//! checked on every read), `s<seq BE>` → id, `P/R/Y<uuid><seq BE>` → id. It
+//! opens as it is: its ledger_seqs (all below the first layout-2 chunk) are read
+//! through those keys, the new ones through the chunks, and a query walks the
+//! old range first, then the new, with one scan budget. Nothing is rewritten.
+//!
+//! # Invariants
+//!
+//! **Invariant:** a batch's chunks, postings and id entries go in one atomic
 //! `apply_batch`, under the write lock, so two batches carrying the same id can
-//! never both create it.
+//! never both create it, and no index entry is ever durable without its row.
+//! (The first `apply_batch` makes sled put every later operation of the process
+//! behind one global `RwLock`; ledgerd's writes are serialised by the write lock
+//! anyway, and reads wait only while a batch is applied.)
+//!
 //! **Invariant:** `record_batch` returns only after a durable commit (`Db::flush()`
 //! plus the fdatasync of sled's files, [`durable::Committer::commit`]: a flush
 //! alone does not survive a power cut) that began after its batch (and every
@@ -19,41 +72,66 @@
 //! shared: one covers every batch applied before it started (group commit).
 //! `flush_async` is never called.
 //!
+//! **Invariant:** every chunk is CRC32C-checked and every row validated as an
+//! event when read; a layout-1 row's digest is checked against its event.
+//!
 //! **Invariant:** a store that holds less than its state file
 //! (`<dir>/offgrid-state`, [`durable::guard`]) says was made durable refuses to
 //! open ([`StoreError::Regressed`]) unless the operator accepts it; even then
 //! no `ledger_seq` is reused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bincode::Options as _;
 use serde::{Deserialize, Serialize};
-use spool_format::{Event, OffsetDateTime, Uuid};
+use spool_format::{Event, Kind, OffsetDateTime, Uuid};
 
 use crate::store::{outcomes, Filter, IncomingEvent, Outcome, Page, Store, StoreError, StoreStats, StoredEvent};
 
-/// Index entries a single query may walk past before it returns what it found
-/// (with a cursor): bounds the work one read request can cause.
+/// Index entries (rows or postings) a single query may walk past before it
+/// returns what it found (with a cursor): bounds the work one read request can cause.
 pub const QUERY_SCAN_ENTRIES_MAX: usize = 100_000;
+/// A chunk is closed before a row would take it over this many bytes (a single
+/// row may be larger). 7 KiB: a sled leaf of 17 chunks stays under sled's blob
+/// threshold (~128 KiB), and ~25 rows of a typical 250-byte event share one key.
+pub const CHUNK_BYTES_TARGET: usize = 7 * 1024;
+/// Rows in one chunk, at most (row indexes are u16 on disk).
+pub const CHUNK_ROWS_MAX: usize = 1024;
 /// sled page cache, in bytes: keeps recent rows and indexes hot; memory does not
 /// grow with the number of events beyond this.
 const SLED_CACHE_BYTES: u64 = 128 << 20;
 
-const P_EVENT: u8 = b'e';
-const P_SEQ: u8 = b's';
-const P_PAYEE: u8 = b'P';
-const P_RECIPIENT: u8 = b'R';
-const P_PAYER: u8 = b'Y';
+const P_CHUNK: u8 = b'c';
+const P_ID: u8 = b'i';
+const P_PARTY: u8 = b'p';
+const ROLE_PAYEE: u8 = 1;
+const ROLE_RECIPIENT: u8 = 2;
+const ROLE_PAYER: u8 = 4;
 const META_COUNT: &[u8] = b"mcount";
+/// Layout 1 (read only).
+const V1_EVENT: u8 = b'e';
+const V1_SEQ: u8 = b's';
+const V1_PAYEE: u8 = b'P';
+const V1_RECIPIENT: u8 = b'R';
+const V1_PAYER: u8 = b'Y';
+
+const CHUNK_MAGIC: [u8; 4] = *b"OGLC";
+const CHUNK_VERSION: u8 = 1;
+/// Bytes before the node: magic, version, flags, rows, first seq, secs, nanos, node length.
+const CHUNK_FIXED_BYTES: usize = 4 + 1 + 1 + 2 + 8 + 8 + 4 + 1;
+/// Largest row accepted when reading, in bytes: a valid event encodes to ~41 KiB.
+const ROW_BYTES_MAX: u32 = 1 << 20;
 /// The regression guard's state file, inside the store's directory (sled
 /// ignores files it does not know).
 const STATE_FILE: &str = "offgrid-state";
 
+/// Layout-1 row (JSON), read only.
 #[derive(Serialize, Deserialize)]
-struct Row {
+struct RowV1 {
     ledger_seq: u64,
     node: String,
     node_seq: u64,
@@ -63,6 +141,261 @@ struct Row {
     recorded_at: OffsetDateTime,
     digest: String,
     event: serde_json::Value,
+}
+
+/// One row of a chunk: what is not shared with the rest of the batch.
+#[derive(Serialize, Deserialize)]
+struct RowV2 {
+    node_seq: u64,
+    received_at: (i64, u32),
+    id: String,
+    kind: Kind,
+    amount: u64,
+    currency: String,
+    payer: [u8; 16],
+    payee: [u8; 16],
+    recipient: [u8; 16],
+    occurred_at: (i64, u32),
+    item: Option<String>,
+    region: Option<String>,
+    terminal: Option<String>,
+    attributes: Vec<(String, String)>,
+}
+
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(u64::from(ROW_BYTES_MAX))
+        .reject_trailing_bytes()
+}
+
+fn time_parts(t: OffsetDateTime) -> (i64, u32) {
+    (t.unix_timestamp(), t.nanosecond())
+}
+
+fn time_from_parts((secs, nanos): (i64, u32)) -> Result<OffsetDateTime, StoreError> {
+    if nanos >= 1_000_000_000 {
+        return Err(StoreError::Corrupt(format!("timestamp nanos {nanos} out of range")));
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+}
+
+fn encode_row(node_seq: u64, received_at: OffsetDateTime, e: &Event) -> Vec<u8> {
+    let row = RowV2 {
+        node_seq,
+        received_at: time_parts(received_at),
+        id: e.id.clone(),
+        kind: e.kind,
+        amount: e.amount,
+        currency: e.currency.clone(),
+        payer: *e.payer.as_bytes(),
+        payee: *e.payee.as_bytes(),
+        recipient: *e.recipient.as_bytes(),
+        occurred_at: time_parts(e.occurred_at),
+        item: e.item.clone(),
+        region: e.region.clone(),
+        terminal: e.terminal.clone(),
+        attributes: e.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    // Infallible for these types; a failure is a bug, not an operating error.
+    codec().serialize(&row).expect("bincode encodes RowV2")
+}
+
+/// Decodes a row and validates its event (pair assertion with the validation
+/// every event passed before it was written).
+fn decode_row(raw: &[u8]) -> Result<(u64, OffsetDateTime, Event), StoreError> {
+    let r: RowV2 = codec().deserialize(raw).map_err(|e| StoreError::Corrupt(format!("row: {e}")))?;
+    let attributes_len = r.attributes.len();
+    let attributes: BTreeMap<String, String> = r.attributes.into_iter().collect();
+    if attributes.len() != attributes_len {
+        return Err(StoreError::Corrupt("row: duplicate attribute key".into()));
+    }
+    let event = Event {
+        id: r.id,
+        kind: r.kind,
+        amount: r.amount,
+        currency: r.currency,
+        payer: Uuid::from_bytes(r.payer),
+        payee: Uuid::from_bytes(r.payee),
+        recipient: Uuid::from_bytes(r.recipient),
+        occurred_at: time_from_parts(r.occurred_at)?,
+        item: r.item,
+        region: r.region,
+        terminal: r.terminal,
+        attributes,
+    };
+    event.validate().map_err(|e| StoreError::Corrupt(format!("row {}: event invalid: {e}", event.id)))?;
+    Ok((r.node_seq, time_from_parts(r.received_at)?, event))
+}
+
+/// A chunk read back: header checked, CRC32C verified, row offsets known.
+struct Chunk {
+    first_seq: u64,
+    recorded_at: OffsetDateTime,
+    node: String,
+    /// (start, end) of each row in `bytes`.
+    rows: Vec<(usize, usize)>,
+    bytes: sled::IVec,
+}
+
+fn le_u16(b: &[u8]) -> u16 {
+    u16::from_le_bytes([b[0], b[1]])
+}
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+impl Chunk {
+    fn decode(key_seq: u64, bytes: sled::IVec) -> Result<Chunk, StoreError> {
+        let bad = |what: &str| StoreError::Corrupt(format!("chunk {key_seq}: {what}"));
+        let b = &bytes[..];
+        if b.len() < CHUNK_FIXED_BYTES + 4 {
+            return Err(bad("truncated"));
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        let computed = crc32c::crc32c(body);
+        if le_u32(crc) != computed {
+            return Err(bad(&format!("checksum {:08x} != {computed:08x}", le_u32(crc))));
+        }
+        if body[..4] != CHUNK_MAGIC || body[4] != CHUNK_VERSION || body[5] != 0 {
+            return Err(bad("bad magic, version or flags"));
+        }
+        let n = usize::from(le_u16(&body[6..8]));
+        let first_seq = le_u64(&body[8..16]);
+        if first_seq != key_seq || n == 0 {
+            return Err(bad("header does not match its key"));
+        }
+        let secs = i64::from_le_bytes(body[16..24].try_into().map_err(|_| bad("time"))?);
+        let recorded_at = time_from_parts((secs, le_u32(&body[24..28])))?;
+        let node_len = usize::from(body[28]);
+        let mut at = CHUNK_FIXED_BYTES + node_len;
+        if node_len == 0 || body.len() < at {
+            return Err(bad("node"));
+        }
+        let node = std::str::from_utf8(&body[CHUNK_FIXED_BYTES..at]).map_err(|_| bad("node is not UTF-8"))?.to_owned();
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            if body.len() < at + 4 {
+                return Err(bad("row truncated"));
+            }
+            let len = le_u32(&body[at..at + 4]);
+            if len > ROW_BYTES_MAX {
+                return Err(bad("row too large"));
+            }
+            let start = at + 4;
+            let end = start + usize::try_from(len).map_err(|_| bad("row length"))?;
+            if body.len() < end {
+                return Err(bad("row truncated"));
+            }
+            rows.push((start, end));
+            at = end;
+        }
+        if at != body.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Chunk { first_seq, recorded_at, node, rows, bytes })
+    }
+
+    fn last_seq(&self) -> u64 {
+        // rows.len() <= u16::MAX: checked by decode.
+        self.first_seq + self.rows.len() as u64 - 1
+    }
+
+    /// The row of `seq`, decoded and validated.
+    fn event(&self, seq: u64) -> Result<StoredEvent, StoreError> {
+        let idx = seq
+            .checked_sub(self.first_seq)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < self.rows.len())
+            .ok_or_else(|| StoreError::Corrupt(format!("chunk {} has no row for seq {seq}", self.first_seq)))?;
+        let (s, e) = self.rows[idx];
+        let (node_seq, received_at, event) = decode_row(&self.bytes[s..e])?;
+        Ok(StoredEvent { ledger_seq: seq, node: self.node.clone(), node_seq, received_at, recorded_at: self.recorded_at, event })
+    }
+}
+
+/// A chunk being filled while a batch is applied.
+struct ChunkBuilder {
+    first_seq: u64,
+    rows: Vec<Vec<u8>>,
+    bytes: usize,
+    /// party → postings value.
+    postings: BTreeMap<[u8; 16], Vec<u8>>,
+}
+
+impl ChunkBuilder {
+    fn new(first_seq: u64) -> ChunkBuilder {
+        ChunkBuilder { first_seq, rows: Vec::new(), bytes: 0, postings: BTreeMap::new() }
+    }
+
+    fn fits(&self, row_len: usize) -> bool {
+        self.rows.is_empty() || (self.rows.len() < CHUNK_ROWS_MAX && self.bytes + 4 + row_len <= CHUNK_BYTES_TARGET)
+    }
+
+    fn push(&mut self, row: Vec<u8>, e: &Event) {
+        let idx = u16::try_from(self.rows.len()).expect("CHUNK_ROWS_MAX fits u16");
+        let mut parties: [([u8; 16], u8); 3] =
+            [(*e.payee.as_bytes(), ROLE_PAYEE), (*e.recipient.as_bytes(), ROLE_RECIPIENT), (*e.payer.as_bytes(), ROLE_PAYER)];
+        // One posting per distinct party of the row, with every role it plays.
+        for i in 0..3 {
+            for j in 0..i {
+                if parties[j].0 == parties[i].0 && parties[j].1 != 0 {
+                    parties[j].1 |= parties[i].1;
+                    parties[i].1 = 0;
+                    break;
+                }
+            }
+        }
+        for (party, roles) in parties {
+            if roles != 0 {
+                let v = self.postings.entry(party).or_default();
+                v.extend_from_slice(&idx.to_le_bytes());
+                v.push(roles);
+            }
+        }
+        self.bytes += 4 + row.len();
+        self.rows.push(row);
+    }
+
+    /// Writes the chunk and its postings into `batch`.
+    fn seal(self, node: &str, recorded_at: OffsetDateTime, batch: &mut sled::Batch) {
+        let (secs, nanos) = time_parts(recorded_at);
+        let node_len = u8::try_from(node.len()).expect("node is 1..=128 bytes (checked by the server)");
+        let mut out = Vec::with_capacity(CHUNK_FIXED_BYTES + node.len() + self.bytes + 4);
+        out.extend_from_slice(&CHUNK_MAGIC);
+        out.push(CHUNK_VERSION);
+        out.push(0);
+        out.extend_from_slice(&u16::try_from(self.rows.len()).expect("CHUNK_ROWS_MAX fits u16").to_le_bytes());
+        out.extend_from_slice(&self.first_seq.to_le_bytes());
+        out.extend_from_slice(&secs.to_le_bytes());
+        out.extend_from_slice(&nanos.to_le_bytes());
+        out.push(node_len);
+        out.extend_from_slice(node.as_bytes());
+        for r in &self.rows {
+            out.extend_from_slice(&u32::try_from(r.len()).expect("a row fits u32").to_le_bytes());
+            out.extend_from_slice(r);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        // Pair assertion: what is written must read back as the same rows.
+        debug_assert!(Chunk::decode(self.first_seq, sled::IVec::from(out.clone())).is_ok());
+        batch.insert(&seq_key(P_CHUNK, self.first_seq), out);
+        for (party, postings) in self.postings {
+            batch.insert(&uuid_key(P_PARTY, &Uuid::from_bytes(party), self.first_seq), postings);
+        }
+    }
 }
 
 struct Inner {
@@ -81,6 +414,9 @@ struct Inner {
     applied: AtomicU64,
     /// Set once a flush failed: nothing can be acknowledged any more.
     failed: Mutex<Option<String>>,
+    /// Highest ledger_seq held in layout 1 (0: none, the store was created with
+    /// layout 2 and no layout-1 key is ever looked up).
+    v1_seq_max: u64,
 }
 
 struct WriteState {
@@ -113,9 +449,9 @@ fn uuid_key(prefix: u8, u: &Uuid, seq: u64) -> [u8; 25] {
     k
 }
 
-fn id_key(id: &str) -> Vec<u8> {
+fn str_key(prefix: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(id.len() + 1);
-    k.push(P_EVENT);
+    k.push(prefix);
     k.extend_from_slice(id.as_bytes());
     k
 }
@@ -132,27 +468,23 @@ fn sled_err(e: sled::Error) -> StoreError {
     StoreError::Unavailable(format!("sled: {e}"))
 }
 
-fn decode_row(raw: &[u8]) -> Result<(StoredEvent, [u8; 32]), StoreError> {
-    let row: Row = serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(format!("row: {e}")))?;
+fn decode_row_v1(raw: &[u8]) -> Result<StoredEvent, StoreError> {
+    let row: RowV1 = serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(format!("row: {e}")))?;
     let event = Event::from_json_value(&row.event)
         .map_err(|e| StoreError::Corrupt(format!("row {}: event invalid: {e}", row.ledger_seq)))?;
-    let digest = event.digest();
     // Pair assertion: the digest written with the row must be the digest of the
     // event read back.
-    if hex(&digest) != row.digest {
+    if hex(&event.digest()) != row.digest {
         return Err(StoreError::Corrupt(format!("row {}: digest mismatch", row.ledger_seq)));
     }
-    Ok((
-        StoredEvent {
-            ledger_seq: row.ledger_seq,
-            node: row.node,
-            node_seq: row.node_seq,
-            received_at: row.received_at,
-            recorded_at: row.recorded_at,
-            event,
-        },
-        digest,
-    ))
+    Ok(StoredEvent {
+        ledger_seq: row.ledger_seq,
+        node: row.node,
+        node_seq: row.node_seq,
+        received_at: row.received_at,
+        recorded_at: row.recorded_at,
+        event,
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -163,22 +495,69 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
 }
 
+/// A query's progress: the page so far and the entries walked.
+struct Walk {
+    f: Filter,
+    out: Vec<StoredEvent>,
+    scanned: usize,
+    last_scanned: Option<u64>,
+    scan_max: usize,
+}
+
+impl Walk {
+    /// Called before walking one more entry: the page, when it is complete.
+    fn full(&mut self) -> Option<Page> {
+        if self.out.len() >= self.f.limit {
+            let next_after = self.out.last().map(|e| e.ledger_seq);
+            return Some(Page { events: std::mem::take(&mut self.out), next_after });
+        }
+        if self.scanned >= self.scan_max {
+            // Bounded work per request: hand back a cursor past what was walked.
+            return Some(Page { events: std::mem::take(&mut self.out), next_after: self.last_scanned });
+        }
+        None
+    }
+
+    fn walked(&mut self, seq: u64) {
+        self.scanned += 1;
+        self.last_scanned = Some(seq);
+    }
+
+    fn offer(&mut self, ev: StoredEvent) {
+        let f = &self.f;
+        let e = &ev.event;
+        if f.payee.is_some_and(|u| u != e.payee)
+            || f.recipient.is_some_and(|u| u != e.recipient)
+            || f.payer.is_some_and(|u| u != e.payer)
+            || f.since.is_some_and(|t| ev.recorded_at < t)
+        {
+            return;
+        }
+        self.out.push(ev);
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. With `accept_regression`, a store
     /// that lost data opens anyway (logged at ERROR, see [`SledStore::regression`]).
+    /// A layout-1 store opens as it is (module docs).
     pub fn open(dir: &Path, accept_regression: bool) -> Result<SledStore, StoreError> {
         let (db, committer) = durable::open(dir, SLED_CACHE_BYTES, Duration::from_secs(2))
             .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", dir.display())))?;
-        let next_seq = match db.scan_prefix([P_SEQ]).keys().next_back() {
-            Some(k) => tail_seq(&k.map_err(sled_err)?) + 1,
-            None => 1,
+        let v1_seq_max = match db.scan_prefix([V1_SEQ]).keys().next_back() {
+            Some(k) => tail_seq(&k.map_err(sled_err)?),
+            None => 0,
         };
-        let count = match db.get(META_COUNT).map_err(sled_err)? {
-            Some(v) if v.len() == 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&v);
-                u64::from_le_bytes(b)
+        let v2_last = match db.scan_prefix([P_CHUNK]).next_back() {
+            Some(kv) => {
+                let (k, v) = kv.map_err(sled_err)?;
+                Chunk::decode(tail_seq(&k), v)?.last_seq()
             }
+            None => 0,
+        };
+        let next_seq = v1_seq_max.max(v2_last) + 1;
+        let count = match db.get(META_COUNT).map_err(sled_err)? {
+            Some(v) if v.len() == 8 => le_u64(&v),
             Some(_) => return Err(StoreError::Corrupt("event count has a bad length".into())),
             None => 0,
         };
@@ -189,6 +568,9 @@ impl SledStore {
                 _ => StoreError::Regressed(e.to_string()),
             })?;
         let next_seq = next_seq.max(guarded.seq_floor + 1);
+        if v1_seq_max > 0 {
+            tracing::info!(v1_seq_max, "ledger store holds layout-1 events; they are read as they are");
+        }
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,
@@ -199,6 +581,7 @@ impl SledStore {
                 regression: guarded.accepted,
                 applied: AtomicU64::new(0),
                 failed: Mutex::new(None),
+                v1_seq_max,
             }),
         })
     }
@@ -254,9 +637,44 @@ impl SledStore {
         Ok(())
     }
 
+    fn chunk(&self, first_seq: u64) -> Result<Chunk, StoreError> {
+        match self.inner.db.get(seq_key(P_CHUNK, first_seq)).map_err(sled_err)? {
+            Some(v) => Chunk::decode(first_seq, v),
+            None => Err(StoreError::Corrupt(format!("an index points to missing chunk {first_seq}"))),
+        }
+    }
+
+    /// The first seq of the chunk holding `seq`, if a chunk starts at or before it.
+    fn chunk_start_at_or_before(&self, seq: u64) -> Result<Option<u64>, StoreError> {
+        match self.inner.db.range(seq_key(P_CHUNK, 0)..=seq_key(P_CHUNK, seq)).keys().next_back() {
+            Some(k) => Ok(Some(tail_seq(&k.map_err(sled_err)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn get_blocking(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        if let Some(v) = self.inner.db.get(str_key(P_ID, id)).map_err(sled_err)? {
+            if v.len() != 16 {
+                return Err(StoreError::Corrupt(format!("id entry of {id:?} has a bad length")));
+            }
+            let (seq, first) = (be_u64(&v[..8]), be_u64(&v[8..]));
+            let ev = self.chunk(first)?.event(seq)?;
+            // Pair assertion: the row found is the one the id entry names.
+            if ev.event.id != id {
+                return Err(StoreError::Corrupt(format!("id entry of {id:?} points to event {:?}", ev.event.id)));
+            }
+            return Ok(Some(ev));
+        }
+        if self.inner.v1_seq_max > 0 {
+            if let Some(raw) = self.inner.db.get(str_key(V1_EVENT, id)).map_err(sled_err)? {
+                return Ok(Some(decode_row_v1(&raw)?));
+            }
+        }
+        Ok(None)
+    }
+
     fn record_blocking(&self, node: &str, events: Vec<IncomingEvent>) -> Result<Vec<Outcome>, StoreError> {
         self.check_failed()?;
-        let db = &self.inner.db;
         let digests: Vec<[u8; 32]> = events.iter().map(|e| e.event.digest()).collect();
         let mut stored: Vec<Option<([u8; 32], u64)>> = vec![None; events.len()];
         let mut created = vec![false; events.len()];
@@ -267,45 +685,43 @@ impl SledStore {
             let now = OffsetDateTime::now_utc();
             let mut next_seq = w.next_seq;
             let mut added = 0u64;
+            let mut chunk: Option<ChunkBuilder> = None;
             for (i, ev) in events.iter().enumerate() {
                 let id = ev.event.id.as_str();
                 if let Some(s) = in_batch.get(id) {
                     stored[i] = Some(*s);
                     continue;
                 }
-                if let Some(raw) = db.get(id_key(id)).map_err(sled_err)? {
-                    let (row, digest) = decode_row(&raw)?;
-                    stored[i] = Some((digest, row.ledger_seq));
+                if let Some(old) = self.get_blocking(id)? {
+                    stored[i] = Some((old.event.digest(), old.ledger_seq));
                     continue;
                 }
                 let seq = next_seq;
                 next_seq += 1;
                 added += 1;
-                let row = Row {
-                    ledger_seq: seq,
-                    node: node.to_owned(),
-                    node_seq: ev.node_seq,
-                    received_at: ev.received_at,
-                    recorded_at: now,
-                    digest: hex(&digests[i]),
-                    event: ev.event.to_json_value(),
-                };
-                let raw = serde_json::to_vec(&row).map_err(|e| StoreError::Corrupt(format!("encode row: {e}")))?;
-                // Pair assertion: what is written must read back as the same event.
-                debug_assert!(decode_row(&raw).is_ok());
-                batch.insert(id_key(id), raw);
-                batch.insert(&seq_key(P_SEQ, seq), id.as_bytes());
-                let e = &ev.event;
-                batch.insert(&uuid_key(P_PAYEE, &e.payee, seq), id.as_bytes());
-                batch.insert(&uuid_key(P_RECIPIENT, &e.recipient, seq), id.as_bytes());
-                batch.insert(&uuid_key(P_PAYER, &e.payer, seq), id.as_bytes());
+                let row = encode_row(ev.node_seq, ev.received_at, &ev.event);
+                if !chunk.as_ref().is_some_and(|c| c.fits(row.len())) {
+                    if let Some(full) = chunk.take() {
+                        full.seal(node, now, &mut batch);
+                    }
+                    chunk = Some(ChunkBuilder::new(seq));
+                }
+                let c = chunk.as_mut().expect("a chunk was just opened");
+                c.push(row, &ev.event);
+                let mut entry = [0u8; 16];
+                entry[..8].copy_from_slice(&seq.to_be_bytes());
+                entry[8..].copy_from_slice(&c.first_seq.to_be_bytes());
+                batch.insert(str_key(P_ID, id), &entry);
                 in_batch.insert(id, (digests[i], seq));
                 stored[i] = Some((digests[i], seq));
                 created[i] = true;
             }
+            if let Some(c) = chunk.take() {
+                c.seal(node, now, &mut batch);
+            }
             if added > 0 {
                 batch.insert(META_COUNT, &(w.count + added).to_le_bytes());
-                db.apply_batch(batch).map_err(sled_err)?;
+                self.inner.db.apply_batch(batch).map_err(sled_err)?;
                 w.next_seq = next_seq;
                 w.count += added;
                 self.inner.applied_seq.fetch_max(next_seq - 1, Ordering::SeqCst);
@@ -319,52 +735,100 @@ impl SledStore {
         outcomes(&digests, |i| stored[i], |i| created[i])
     }
 
-    fn get_blocking(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        match self.inner.db.get(id_key(id)).map_err(sled_err)? {
-            None => Ok(None),
-            Some(raw) => Ok(Some(decode_row(&raw)?.0)),
+    fn query_blocking(&self, f: Filter, scan_max: usize) -> Result<Page, StoreError> {
+        let start_seq = f.after.saturating_add(1);
+        let party = if let Some(u) = f.payee {
+            Some((u, V1_PAYEE, ROLE_PAYEE))
+        } else if let Some(u) = f.recipient {
+            Some((u, V1_RECIPIENT, ROLE_RECIPIENT))
+        } else {
+            f.payer.map(|u| (u, V1_PAYER, ROLE_PAYER))
+        };
+        let mut walk = Walk { f, out: Vec::new(), scanned: 0, last_scanned: None, scan_max };
+        if start_seq <= self.inner.v1_seq_max {
+            if let Some(page) = self.query_v1(&mut walk, start_seq, party.map(|(u, p, _)| (u, p)))? {
+                return Ok(page);
+            }
         }
+        let start_seq = start_seq.max(self.inner.v1_seq_max + 1);
+        let page = match party {
+            Some((u, _, role)) => self.query_party(&mut walk, start_seq, u, role)?,
+            None => self.query_chunks(&mut walk, start_seq)?,
+        };
+        Ok(page.unwrap_or(Page { events: walk.out, next_after: None }))
     }
 
-    fn query_blocking(&self, f: Filter, scan_max: usize) -> Result<Page, StoreError> {
-        let db = &self.inner.db;
-        let start_seq = f.after.saturating_add(1);
-        let (start, end): (Vec<u8>, Vec<u8>) = if let Some(u) = f.payee {
-            (uuid_key(P_PAYEE, &u, start_seq).to_vec(), uuid_key(P_PAYEE, &u, u64::MAX).to_vec())
-        } else if let Some(u) = f.recipient {
-            (uuid_key(P_RECIPIENT, &u, start_seq).to_vec(), uuid_key(P_RECIPIENT, &u, u64::MAX).to_vec())
-        } else if let Some(u) = f.payer {
-            (uuid_key(P_PAYER, &u, start_seq).to_vec(), uuid_key(P_PAYER, &u, u64::MAX).to_vec())
-        } else {
-            (seq_key(P_SEQ, start_seq).to_vec(), seq_key(P_SEQ, u64::MAX).to_vec())
+    /// Layout 1: walks an index (`s` or `P/R/Y<uuid>`) up to the last layout-1 seq.
+    fn query_v1(&self, walk: &mut Walk, start_seq: u64, party: Option<(Uuid, u8)>) -> Result<Option<Page>, StoreError> {
+        let end_seq = self.inner.v1_seq_max;
+        let (start, end): (Vec<u8>, Vec<u8>) = match party {
+            Some((u, prefix)) => (uuid_key(prefix, &u, start_seq).to_vec(), uuid_key(prefix, &u, end_seq).to_vec()),
+            None => (seq_key(V1_SEQ, start_seq).to_vec(), seq_key(V1_SEQ, end_seq).to_vec()),
         };
-        let mut out: Vec<StoredEvent> = Vec::new();
-        let mut last_scanned = None;
-        for (scanned, item) in db.range(start..=end).enumerate() {
-            if out.len() >= f.limit {
-                return Ok(Page { next_after: out.last().map(|e| e.ledger_seq), events: out });
-            }
-            if scanned >= scan_max {
-                // Bounded work per request: hand back a cursor past what was walked.
-                return Ok(Page { events: out, next_after: last_scanned });
+        for item in self.inner.db.range(start..=end) {
+            if let Some(page) = walk.full() {
+                return Ok(Some(page));
             }
             let (k, id) = item.map_err(sled_err)?;
-            last_scanned = Some(tail_seq(&k));
+            walk.walked(tail_seq(&k));
             let id = std::str::from_utf8(&id).map_err(|_| StoreError::Corrupt("index holds a non-UTF-8 id".into()))?;
-            let Some(ev) = self.get_blocking(id)? else {
+            let Some(raw) = self.inner.db.get(str_key(V1_EVENT, id)).map_err(sled_err)? else {
                 return Err(StoreError::Corrupt(format!("index points to missing event {id:?}")));
             };
-            let e = &ev.event;
-            if f.payee.is_some_and(|u| u != e.payee)
-                || f.recipient.is_some_and(|u| u != e.recipient)
-                || f.payer.is_some_and(|u| u != e.payer)
-                || f.since.is_some_and(|t| ev.recorded_at < t)
-            {
-                continue;
-            }
-            out.push(ev);
+            walk.offer(decode_row_v1(&raw)?);
         }
-        Ok(Page { events: out, next_after: None })
+        Ok(None)
+    }
+
+    /// Layout 2, ledger order: the chunks from the one holding `start_seq`.
+    fn query_chunks(&self, walk: &mut Walk, start_seq: u64) -> Result<Option<Page>, StoreError> {
+        let from = self.chunk_start_at_or_before(start_seq)?.unwrap_or(start_seq);
+        for item in self.inner.db.range(seq_key(P_CHUNK, from)..=seq_key(P_CHUNK, u64::MAX)) {
+            let (k, v) = item.map_err(sled_err)?;
+            let chunk = Chunk::decode(tail_seq(&k), v)?;
+            for seq in chunk.first_seq.max(start_seq)..=chunk.last_seq() {
+                if let Some(page) = walk.full() {
+                    return Ok(Some(page));
+                }
+                walk.walked(seq);
+                walk.offer(chunk.event(seq)?);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Layout 2, one party's postings from the chunk holding `start_seq`; an
+    /// entry of the party in another role is walked past without reading its row.
+    fn query_party(&self, walk: &mut Walk, start_seq: u64, party: Uuid, role: u8) -> Result<Option<Page>, StoreError> {
+        let from = self.chunk_start_at_or_before(start_seq)?.unwrap_or(start_seq);
+        let mut cached: Option<Chunk> = None;
+        let range = uuid_key(P_PARTY, &party, from)..=uuid_key(P_PARTY, &party, u64::MAX);
+        for item in self.inner.db.range(range) {
+            let (k, v) = item.map_err(sled_err)?;
+            let first = tail_seq(&k);
+            if v.is_empty() || v.len() % 3 != 0 {
+                return Err(StoreError::Corrupt(format!("postings of chunk {first} have a bad length")));
+            }
+            for p in v.chunks_exact(3) {
+                let seq = first + u64::from(le_u16(p));
+                if seq < start_seq {
+                    continue;
+                }
+                if let Some(page) = walk.full() {
+                    return Ok(Some(page));
+                }
+                walk.walked(seq);
+                if p[2] & role == 0 {
+                    continue;
+                }
+                if cached.as_ref().is_none_or(|c| c.first_seq != first) {
+                    cached = Some(self.chunk(first)?);
+                }
+                let ev = cached.as_ref().expect("cached above").event(seq)?;
+                walk.offer(ev);
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -524,5 +988,217 @@ mod tests {
         }
         assert_eq!(accepted, 1);
         assert_eq!(s.stats().await.expect("stats").events, 1);
+    }
+
+    fn party_event(id: &str, payee: &Uuid, payer: &Uuid, recipient: Option<&Uuid>) -> Event {
+        let mut v = serde_json::json!({
+            "id": id, "kind": "purchase", "amount": 250, "currency": "L$",
+            "payer": payer.to_string(), "payee": payee.to_string(),
+            "occurred_at": "2026-11-24T12:00:00Z",
+            "item": "Mesh Sofa Deluxe (copy/mod)", "region": "Casper Isle",
+            "attributes": {"rental_period_days": "7"}
+        });
+        if let Some(r) = recipient {
+            v["recipient"] = serde_json::json!(r.to_string());
+        }
+        Event::from_json_value(&v).expect("valid event")
+    }
+
+    fn uuid(n: u128) -> Uuid {
+        Uuid::from_u128(0x1000_0000_0000_4000_8000_0000_0000_0000 | n)
+    }
+
+    fn ids(p: &Page) -> Vec<&str> {
+        p.events.iter().map(|e| e.event.id.as_str()).collect()
+    }
+
+    /// Follows `next_after` until the end; every page bounded by `scan_max`.
+    fn query_all(s: &SledStore, f: Filter, scan_max: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        let mut f = f;
+        for _ in 0..10_000 {
+            let p = s.query_blocking(f.clone(), scan_max).expect("query");
+            assert!(p.events.len() <= f.limit);
+            seqs.extend(p.events.iter().map(|e| e.ledger_seq));
+            match p.next_after {
+                Some(a) => f.after = a,
+                None => return seqs,
+            }
+        }
+        panic!("paging did not end");
+    }
+
+    /// A batch larger than one chunk: several chunks, per-party postings, one
+    /// id entry per event; every read path finds exactly the right events, in
+    /// order, through every page size and scan bound. The key count is the
+    /// point of layout 2: about two keys per event for merchant traffic
+    /// (layout 1 wrote five).
+    #[tokio::test]
+    async fn chunks_and_postings_answer_every_read_with_about_two_keys_per_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), false).expect("open");
+        let merchants: Vec<Uuid> = (0..4).map(uuid).collect();
+        let n = 600u64;
+        let mut all = Vec::new();
+        for b in 0..3u64 {
+            let batch: Vec<IncomingEvent> = (0..n / 3)
+                .map(|j| {
+                    let i = b * (n / 3) + j;
+                    // Payers repeat every 50 events; every 7th event names its
+                    // recipient (someone else), the rest default to the payer.
+                    let payer = uuid(1000 + u128::from(i % 50));
+                    let recipient = (i % 7 == 0).then(|| uuid(5000 + u128::from(i)));
+                    let e = party_event(&format!("sl-{i}"), &merchants[(i % 4) as usize], &payer, recipient.as_ref());
+                    inc(i, e)
+                })
+                .collect();
+            all.extend(batch.iter().map(|e| e.event.clone()));
+            let r = s.record_batch("edge-1", batch).await.expect("batch");
+            assert!(r.iter().all(|o| matches!(o, Outcome::Accepted { .. })));
+        }
+        let keys = s.inner.db.len() as u64;
+        let chunks = s.inner.db.scan_prefix([P_CHUNK]).count();
+        eprintln!("{n} events: {keys} sled keys, {chunks} chunks");
+        assert!(chunks > 3, "a batch of 200 events spans several chunks");
+        // id entries: n; payer(+recipient) postings: ≤ n; recipients: n/7; merchants: 4 per chunk.
+        assert!(keys <= n * 2 + n / 7 + 4 * chunks as u64 + chunks as u64 + 4, "{keys} keys for {n} events");
+        // By id, each one, exactly as sent.
+        for (i, e) in all.iter().enumerate() {
+            let got = s.get(&e.id).await.expect("get").expect("present");
+            assert_eq!((&got.event, got.ledger_seq, got.node.as_str(), got.node_seq), (e, i as u64 + 1, "edge-1", i as u64));
+        }
+        // Every filter against a model, through small pages and small scan bounds.
+        type Pick = fn(&Event) -> Uuid;
+        let picks: [(&str, Pick); 3] = [("payee", |e| e.payee), ("recipient", |e| e.recipient), ("payer", |e| e.payer)];
+        for (limit, scan_max) in [(1000, QUERY_SCAN_ENTRIES_MAX), (7, 1000), (3, 5), (1000, 1)] {
+            let want: Vec<u64> = (1..=n).collect();
+            assert_eq!(query_all(&s, Filter { limit, ..Filter::default() }, scan_max), want);
+            for (name, pick) in picks {
+                for who in [merchants[1], uuid(1000 + 7), uuid(5000 + 14), uuid(9999)] {
+                    let want: Vec<u64> =
+                        all.iter().enumerate().filter(|(_, e)| pick(e) == who).map(|(i, _)| i as u64 + 1).collect();
+                    let mut f = Filter { limit, ..Filter::default() };
+                    match name {
+                        "payee" => f.payee = Some(who),
+                        "recipient" => f.recipient = Some(who),
+                        _ => f.payer = Some(who),
+                    }
+                    assert_eq!(query_all(&s, f, scan_max), want, "{name} {who} limit {limit} scan {scan_max}");
+                }
+            }
+            // Two filters at once (payee scoped, payer inside it), and `after`.
+            let who = uuid(1000 + 9);
+            let want: Vec<u64> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| e.payee == merchants[1] && e.payer == who && *i as u64 + 1 > 100)
+                .map(|(i, _)| i as u64 + 1)
+                .collect();
+            let f = Filter { payee: Some(merchants[1]), payer: Some(who), after: 100, limit, ..Filter::default() };
+            assert_eq!(query_all(&s, f, scan_max), want);
+        }
+        // A duplicate and a conflict of a row inside a chunk, after a reopen.
+        drop(s);
+        let s = SledStore::open(dir.path(), false).expect("reopen");
+        let r = s
+            .record_batch("edge-2", vec![inc(1, all[123].clone()), inc(2, party_event("sl-123", &merchants[0], &uuid(1), None))])
+            .await
+            .expect("batch");
+        assert_eq!(r, vec![Outcome::Duplicate { ledger_seq: 124 }, Outcome::Conflict { ledger_seq: 124 }]);
+        let st = s.stats().await.expect("stats");
+        assert_eq!((st.events, st.ledger_seq_max), (n, n));
+    }
+
+    /// A flipped bit in a chunk is reported as corruption, not served.
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), false).expect("open");
+        s.record_batch("n1", vec![inc(1, event("a", 1, PAYEE_A)), inc(2, event("b", 2, PAYEE_A))]).await.expect("batch");
+        let key = seq_key(P_CHUNK, 1);
+        let mut v = s.inner.db.get(key).expect("get").expect("chunk").to_vec();
+        let at = v.len() / 2;
+        v[at] ^= 0x10;
+        s.inner.db.insert(key, v).expect("insert");
+        match s.get("b").await {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("chunk 1: checksum"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(matches!(s.query(Filter { limit: 10, ..Filter::default() }).await, Err(StoreError::Corrupt(_))));
+    }
+
+    /// Layout 1 as the previous release wrote it (`e`, `s`, `P/R/Y`, `mcount`),
+    /// byte for byte: the row JSON with its digest, one apply_batch per batch.
+    fn write_v1(dir: &Path, node: &str, events: &[(u64, Event)]) {
+        let (db, committer) = durable::open(dir, SLED_CACHE_BYTES, Duration::from_secs(2)).expect("open");
+        let mut batch = sled::Batch::default();
+        let now = OffsetDateTime::now_utc();
+        for (i, (node_seq, e)) in events.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let row = RowV1 {
+                ledger_seq: seq,
+                node: node.to_owned(),
+                node_seq: *node_seq,
+                received_at: now,
+                recorded_at: now,
+                digest: hex(&e.digest()),
+                event: e.to_json_value(),
+            };
+            batch.insert(str_key(V1_EVENT, &e.id), serde_json::to_vec(&row).expect("json"));
+            batch.insert(&seq_key(V1_SEQ, seq), e.id.as_bytes());
+            batch.insert(&uuid_key(V1_PAYEE, &e.payee, seq), e.id.as_bytes());
+            batch.insert(&uuid_key(V1_RECIPIENT, &e.recipient, seq), e.id.as_bytes());
+            batch.insert(&uuid_key(V1_PAYER, &e.payer, seq), e.id.as_bytes());
+        }
+        batch.insert(META_COUNT, &(events.len() as u64).to_le_bytes());
+        db.apply_batch(batch).expect("apply");
+        committer.commit().expect("commit");
+    }
+
+    /// A store of the previous release (layout 1) opens, reads and dedupes its
+    /// events, takes new ones in layout 2 after its last ledger_seq, and every
+    /// query walks both in ledger_seq order with one scan bound.
+    #[tokio::test]
+    async fn a_layout_1_store_opens_and_reads_with_new_events_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (m1, m2) = (uuid(1), uuid(2));
+        let old: Vec<(u64, Event)> =
+            (0..30u64).map(|i| (i, party_event(&format!("old-{i}"), if i % 2 == 0 { &m1 } else { &m2 }, &uuid(100 + u128::from(i % 3)), None))).collect();
+        write_v1(dir.path(), "edge-old", &old);
+        let s = SledStore::open(dir.path(), false).expect("open a layout-1 store");
+        assert_eq!(s.inner.v1_seq_max, 30);
+        let st = s.stats().await.expect("stats");
+        assert_eq!((st.events, st.ledger_seq_max), (30, 30));
+        let got = s.get("old-7").await.expect("get").expect("present");
+        assert_eq!((got.ledger_seq, got.node.as_str(), got.node_seq, &got.event), (8, "edge-old", 7, &old[7].1));
+        let new: Vec<IncomingEvent> = (0..30u64)
+            .map(|i| inc(i, party_event(&format!("new-{i}"), if i % 2 == 0 { &m1 } else { &m2 }, &uuid(100 + u128::from(i % 3)), None)))
+            .collect();
+        let mut batch = new.clone();
+        batch.push(inc(99, old[3].1.clone()));
+        batch.push(inc(100, party_event("old-4", &m2, &uuid(1), None)));
+        let r = s.record_batch("edge-new", batch).await.expect("batch");
+        assert_eq!(r[0], Outcome::Accepted { ledger_seq: 31 });
+        assert_eq!(r[29], Outcome::Accepted { ledger_seq: 60 });
+        assert_eq!(r[30], Outcome::Duplicate { ledger_seq: 4 }, "a layout-1 event is a duplicate");
+        assert_eq!(r[31], Outcome::Conflict { ledger_seq: 5 });
+        drop(s);
+        let s = SledStore::open(dir.path(), false).expect("reopen");
+        assert_eq!(s.get("new-0").await.expect("get").expect("present").ledger_seq, 31);
+        let st = s.stats().await.expect("stats");
+        assert_eq!((st.events, st.ledger_seq_max), (60, 60));
+        for (limit, scan_max) in [(100, QUERY_SCAN_ENTRIES_MAX), (4, 7), (1, 1)] {
+            assert_eq!(query_all(&s, Filter { limit, ..Filter::default() }, scan_max), (1..=60).collect::<Vec<_>>());
+            let want: Vec<u64> = (1..=60).filter(|q| (q - 1) % 30 % 2 == 0).collect();
+            assert_eq!(query_all(&s, Filter { payee: Some(m1), limit, ..Filter::default() }, scan_max), want);
+            let want: Vec<u64> = (1..=60).filter(|q| (q - 1) % 30 % 3 == 1).collect();
+            assert_eq!(query_all(&s, Filter { payer: Some(uuid(101)), limit, ..Filter::default() }, scan_max), want.clone());
+            assert_eq!(query_all(&s, Filter { recipient: Some(uuid(101)), limit, ..Filter::default() }, scan_max), want);
+        }
+        let p = s.query(Filter { payee: Some(m2), after: 25, limit: 3, ..Filter::default() }).await.expect("query");
+        assert_eq!(ids(&p), vec!["old-25", "old-27", "old-29"]);
+        assert_eq!(p.next_after, Some(30));
+        let p = s.query(Filter { payee: Some(m2), after: 30, limit: 3, ..Filter::default() }).await.expect("query");
+        assert_eq!(ids(&p), vec!["new-1", "new-3", "new-5"]);
     }
 }

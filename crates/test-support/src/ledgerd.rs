@@ -33,6 +33,9 @@ pub struct Ledgerd {
     /// Extra flags and environment of every (re)start (e.g. `FAILPOINTS`).
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The binary, next to the test or bench executable (`ledgerd`; the bench
+    /// may run an earlier build under another name for a before/after).
+    pub bin: String,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -54,6 +57,12 @@ impl Ledgerd {
 
     /// Like [`Ledgerd::start_with`], with extra TOML in its config file.
     pub async fn start_with_config(dir: &Path, store_url: &str, port: u16, extra_config: &str) -> anyhow::Result<Ledgerd> {
+        Ledgerd::start_bin(dir, store_url, port, extra_config, "ledgerd").await
+    }
+
+    /// Like [`Ledgerd::start_with_config`], running the binary `bin` (a file
+    /// name next to the running executable, see [`crate::process::find_bin`]).
+    pub async fn start_bin(dir: &Path, store_url: &str, port: u16, extra_config: &str, bin: &str) -> anyhow::Result<Ledgerd> {
         std::fs::create_dir_all(dir)?;
         let tokens = dir.join("ledgerd.tokens");
         std::fs::write(
@@ -72,6 +81,7 @@ impl Ledgerd {
             dir: dir.to_path_buf(),
             extra_args: Vec::new(),
             env: Vec::new(),
+            bin: bin.to_owned(),
             _tmp: None,
         };
         l.spawn().await?;
@@ -98,7 +108,7 @@ impl Ledgerd {
 
     /// Starts the process (again) and waits for `/healthz`.
     pub async fn spawn(&mut self) -> anyhow::Result<()> {
-        let p = DaemonProcess::spawn_env("ledgerd", &self.args(), &self.env, &self.dir.join("ledgerd.log"))?;
+        let p = DaemonProcess::spawn_env(&self.bin, &self.args(), &self.env, &self.dir.join("ledgerd.log"))?;
         self.process = Some(p);
         wait_http_ok(&format!("{}/healthz", self.url), Duration::from_secs(20)).await
     }
