@@ -38,6 +38,7 @@
 //! so a reader names exactly what is damaged.
 
 use bincode::Options as _;
+use sha2::Digest as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -72,10 +73,45 @@ struct EntryV2 {
     event: EventV1,
 }
 
+/// An event encoded once, ahead of the spool's writer: its canonical
+/// encoding (which is also the tail of its entry body) and its digest.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub event: Event,
+    /// SHA-256 of the canonical encoding ([`Event::digest`]).
+    pub digest: [u8; 32],
+    canonical: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn new(event: Event) -> Prepared {
+        let canonical = event.canonical_bytes();
+        let digest = sha2::Sha256::digest(&canonical).into();
+        Prepared { event, digest, canonical }
+    }
+}
+
 /// Frames one entry (format version 2).
 pub fn encode_entry(seq: u64, received_at: OffsetDateTime, event: &Event) -> Vec<u8> {
     let body = EntryV2 { seq, received_at: time_to_v1(received_at), event: event_to_v1(event) };
     let body = codec().serialize(&body).expect("bincode encodes EntryV2");
+    frame_body(body)
+}
+
+/// [`encode_entry`] from a [`Prepared`] event, byte for byte the same: the
+/// legacy bincode encoding of `EntryV2` is its fields one after the other, so
+/// the body is the seq, the time, then the event's canonical encoding.
+pub fn encode_entry_prepared(seq: u64, received_at: OffsetDateTime, p: &Prepared) -> Vec<u8> {
+    let mut body = Vec::with_capacity(8 + 12 + p.canonical.len());
+    body.extend_from_slice(&seq.to_le_bytes());
+    let t = time_to_v1(received_at);
+    body.extend_from_slice(&t.unix_secs.to_le_bytes());
+    body.extend_from_slice(&t.nanos.to_le_bytes());
+    body.extend_from_slice(&p.canonical);
+    frame_body(body)
+}
+
+fn frame_body(body: Vec<u8>) -> Vec<u8> {
     let len = u32::try_from(body.len()).expect("entry body fits u32");
     assert!(len <= RECORD_BODY_BYTES_MAX, "entry body {len} over the limit");
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());

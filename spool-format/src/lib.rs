@@ -54,8 +54,8 @@ pub use event::{
     ITEM_BYTES_MAX, LABEL_BYTES_MAX,
 };
 pub use block::{
-    decode_block, decode_entry, encode_entry, entry_frame_len, entry_seq, peek_block_header, salvage_block, Block,
-    BlockBuilder, BlockError, BlockHeader, Entry, Frames, Salvage, BLOCK_FORMAT_VERSION, BLOCK_HEADER_BYTES,
+    decode_block, decode_entry, encode_entry, encode_entry_prepared, entry_frame_len, entry_seq, peek_block_header, salvage_block, Block,
+    BlockBuilder, BlockError, BlockHeader, Entry, Frames, Prepared, Salvage, BLOCK_FORMAT_VERSION, BLOCK_HEADER_BYTES,
     BLOCK_MAGIC, BLOCK_PAYLOAD_BYTES_MAX,
 };
 pub use json::JsonError;

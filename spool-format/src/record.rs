@@ -119,8 +119,8 @@ pub enum DecodeError {
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct TimeV1 {
-    unix_secs: i64,
-    nanos: u32,
+    pub(crate) unix_secs: i64,
+    pub(crate) nanos: u32,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -476,3 +476,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The writer's fast path (the event encoded ahead) writes the very bytes
+    /// of the reference encoder.
+    #[test]
+    fn prepared_entries_are_byte_identical(seq in any::<u64>(), secs in 0i64..4_000_000_000, nanos in 0u32..1_000_000_000, amount in 1u64..1_000_000) {
+        let mut v = sample();
+        v["amount"] = json!(amount);
+        let e = Event::from_json_value(&v).expect("valid");
+        let t = time::OffsetDateTime::from_unix_timestamp(secs).expect("time") + time::Duration::nanoseconds(i64::from(nanos));
+        let p = Prepared::new(e.clone());
+        prop_assert_eq!(encode_entry_prepared(seq, t, &p), encode_entry(seq, t, &e));
+        prop_assert_eq!(p.digest, e.digest());
+    }
+}

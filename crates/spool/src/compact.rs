@@ -12,8 +12,7 @@ use spool_format::{decode_block, peek_block_header, OffsetDateTime};
 use crate::layout::{key, key_u64, len_u64, P_ACK_LOG, P_BLOCK, P_DEAD, P_REQUEUE, P_TOMBSTONE};
 use crate::{Spool, SpoolError};
 
-/// Blocks removed per round, bounding one round's sled batch (at 64 KiB a
-/// block, a quarter of a second of disk time at most).
+/// Blocks removed per round, bounding one round's sled batch (256 removes).
 const COMPACT_BLOCKS_MAX: usize = 256;
 
 impl Spool {

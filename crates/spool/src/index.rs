@@ -10,7 +10,7 @@
 //!   entries, never the whole backlog);
 //! - **sealed partitions**, written once with the group commit that fills the
 //!   open one: the (fingerprint, seq) pairs sorted, in run chunks of at most
-//!   [`RUN_CHUNK_ENTRIES`] pairs (64 KiB values, read one at a time), and a
+//!   [`RUN_CHUNK_ENTRIES`] pairs (7 KiB values, read one at a time), and a
 //!   binary fuse filter (`xorf::BinaryFuse8`, ≈9 bits per id, false positives
 //!   ≈0.4%) kept in memory with the first fingerprint of every chunk (8 bytes
 //!   per 4,000 ids). Memory per sealed id: ≈1.13 bytes.
@@ -38,9 +38,9 @@ use crate::SpoolError;
 /// Ids in the open partition before it is sealed: 7/8 of 2^20, so that the
 /// preallocated hash map (2^20 slots of 17 bytes: 17 MiB) never grows.
 pub(crate) const OPEN_IDS_MAX: usize = 917_504;
-/// (fingerprint, seq) pairs per run chunk: 4,000 × 16 bytes stays under the
-/// 64 KiB value limit with its count and checksum.
-pub(crate) const RUN_CHUNK_ENTRIES: usize = 4_000;
+/// (fingerprint, seq) pairs per run chunk: 440 × 16 bytes stays under the
+/// 7 KiB value limit with its count and checksum.
+pub(crate) const RUN_CHUNK_ENTRIES: usize = 440;
 
 const _: () = assert!(RUN_CHUNK_ENTRIES * 16 + 8 <= VALUE_BYTES_MAX);
 

@@ -10,8 +10,8 @@
 //! # Layout (format version 2)
 //! One writer thread (`spool-writer`, [`write`]) takes every append of a group
 //! commit, assigns their seqs in commit order, packs their entry frames into
-//! *blocks* (spool-format v2: one sled value of at most 64 KiB per block, keyed
-//! by its first seq), and writes the blocks, the state changes queued since the
+//! *blocks* (spool-format v2: sled values of at most 7 KiB, keyed by their
+//! first seq), and writes the blocks, the state changes queued since the
 //! last commit and the [`layout::Meta`] value (counters, seq high-water mark,
 //! acked watermark) in **one** `apply_batch`, then makes it durable. The keys
 //! are listed in [`layout`]; docs/spool-format.md has every byte.
@@ -38,8 +38,8 @@
 //!   exclusively); here only the writer thread writes, once per group commit,
 //!   so readers wait at most for one batch to be applied.
 //! - A leaf holds up to 17 values and a leaf over a quarter of a segment goes
-//!   to `blobs/` (written without fsync): v2 stores use 8 MiB segments and
-//!   values of at most 64 KiB, so no leaf reaches the 2 MiB threshold.
+//!   to `blobs/` (written without fsync): values are at most 7 KiB, so no leaf
+//!   of a 512 KiB-segment store reaches the threshold ([`layout`]).
 //! - sled keeps values it has read in its cache: the read path holds only the
 //!   block it decodes, and the cache is small ([`SLED_CACHE_BYTES`]).
 //!

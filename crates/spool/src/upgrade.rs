@@ -1,7 +1,7 @@
 //! Upgrading a format-1 spool in place.
 //!
-//! A v1 store (one sled key per record plus index keys, 512 KiB segments) is
-//! recognised by the segment size in `<dir>/sled/conf`. The upgrade:
+//! A v1 store (one sled key per record plus index keys) is recognised by its
+//! keys: format-1 records and no format-2 meta value. The upgrade:
 //! 1. renames `<dir>/sled` to `<dir>/sled-v1` (and syncs the directory): from
 //!    here an interrupted upgrade is redone from the start at the next open;
 //! 2. reads every v1 record (format-1 frames, checksum-verified) in seq order
@@ -34,10 +34,19 @@ fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> SpoolError {
     move |e| SpoolError::Storage(format!("{what}: {e}"))
 }
 
-/// Whether `<dir>/sled` is a format-1 store.
+/// Whether `<dir>/sled` is a format-1 store: it has format-1 keys (records
+/// `r…`, the seq mark `mnext_seq`) and no format-2 meta value. Opens the
+/// store to look (both formats use sled's 512 KiB segments).
 pub fn is_v1(dir: &Path) -> Result<bool, SpoolError> {
-    let segment = durable::stored_segment_bytes(&store_dir(dir)).map_err(io("read", &store_dir(dir).join("conf")))?;
-    Ok(segment == Some(durable::SLED_SEGMENT_BYTES) && durable::SLED_SEGMENT_BYTES != crate::layout::SEGMENT_BYTES)
+    let store = store_dir(dir);
+    if !store.join("conf").exists() {
+        return Ok(false);
+    }
+    let (db, _) = crate::open::open_db(&store)?;
+    let v1 = db.get(META_KEY)?.is_none()
+        && (db.get(V1_NEXT_SEQ)?.is_some() || db.scan_prefix([V1_RECORD]).next().is_some() || db.scan_prefix([V1_QUARANTINE]).next().is_some());
+    drop(db);
+    Ok(v1)
 }
 
 /// Upgrades the spool in `cfg.dir` if it is (or was being upgraded from) v1.
@@ -71,9 +80,7 @@ pub(crate) fn upgrade_if_v1(cfg: &SpoolConfig) -> Result<(), SpoolError> {
 
 /// Copies a v1 store into a new v2 store; returns (records, pending).
 fn migrate(old: &Path, new: &Path) -> Result<(u64, u64), SpoolError> {
-    let (v1, _) = crate::open::catch_sled("open the v1 store", || {
-        Ok(durable::open(old, crate::SLED_CACHE_BYTES, crate::LOCK_WAIT)?)
-    })?;
+    let (v1, _) = crate::open::open_db(old)?;
     let (db, committer) = crate::open::open_db(new)?;
     let mut next_seq = match v1.get(V1_NEXT_SEQ)? {
         Some(v) if v.len() == 8 => u64::from_le_bytes(v[..8].try_into().unwrap_or([0; 8])),

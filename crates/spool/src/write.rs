@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spool_format::{encode_entry, BlockBuilder, Event, OffsetDateTime};
+use spool_format::{encode_entry_prepared, BlockBuilder, Event, OffsetDateTime, Prepared};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::index::{fingerprint, OPEN_IDS_MAX};
@@ -64,7 +64,9 @@ type Results = Vec<Result<AppendOutcome, SpoolError>>;
 type Kv = (Vec<u8>, Vec<u8>);
 
 enum Request {
-    Append { events: Vec<Event>, now: OffsetDateTime, reply: oneshot::Sender<Results> },
+    /// Events prepared by the caller (encoded, digested, fingerprinted), so
+    /// that the writer thread only decides and copies.
+    Append { events: Vec<(Prepared, u64)>, now: OffsetDateTime, reply: oneshot::Sender<Results> },
     Barrier { reply: oneshot::Sender<Result<(), SpoolError>> },
 }
 
@@ -197,6 +199,13 @@ impl Writer {
         let Ok(_permit) = Arc::clone(&self.room).acquire_many_owned(permits).await else {
             return vec![Err(SpoolError::Closed); n];
         };
+        let events: Vec<(Prepared, u64)> = events
+            .into_iter()
+            .map(|e| {
+                let fp = fingerprint(&e.id);
+                (Prepared::new(e), fp)
+            })
+            .collect();
         let (tx, rx) = oneshot::channel();
         if !self.push(Request::Append { events, now, reply: tx }) {
             return vec![Err(SpoolError::Closed); n];
@@ -315,8 +324,8 @@ impl Writer {
                     Request::Append { events, now, reply } => {
                         events_total += len_u64(events.len());
                         let mut results = Vec::with_capacity(events.len());
-                        for event in events {
-                            results.push(self.append_one(inner, &mut index, &mut group, event, now, &disk, &mut used_events, &mut used_bytes));
+                        for (event, fp) in events {
+                            results.push(self.append_one(inner, &mut index, &mut group, event, fp, now, &disk, &mut used_events, &mut used_bytes));
                         }
                         replies.push(Reply::Append(reply, results));
                     }
@@ -449,34 +458,34 @@ impl Writer {
         inner: &Inner,
         index: &mut crate::index::Index,
         group: &mut Group,
-        event: Event,
+        event: Prepared,
+        fp: u64,
         now: OffsetDateTime,
         disk: &Result<(), SpoolError>,
         used_events: &mut u64,
         used_bytes: &mut u64,
     ) -> Result<AppendOutcome, SpoolError> {
-        let fp = fingerprint(&event.id);
-        let digest = event.digest();
+        let digest = event.digest;
         for seq in index.candidates(&inner.db, fp)? {
             let known = match group.get(seq) {
                 Some((id, d)) => Some((id.to_owned(), *d)),
                 None => crate::read::identity(inner, seq)?,
             };
             if let Some((id, d)) = known {
-                if id == event.id {
+                if id == event.event.id {
                     return Ok(if d == digest { AppendOutcome::Duplicate { seq } } else { AppendOutcome::Conflict { seq } });
                 }
             }
         }
         disk.clone()?;
         let seq = group.next_seq;
-        let frame = encode_entry(seq, now, &event);
+        let frame = encode_entry_prepared(seq, now, &event);
         let n = len_u64(frame.len());
         check_limits(&inner.cfg, *used_events, *used_bytes, 1, n)?;
         *used_events += 1;
         *used_bytes += n;
         index.insert(fp, seq);
-        group.push(seq, frame, event.id, digest);
+        group.push(seq, frame, event.event.id, digest);
         Ok(AppendOutcome::Accepted { seq })
     }
 }
