@@ -98,6 +98,20 @@ fn hex(d: &[u8; 32]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = char::from(pair[0]).to_digit(16)?;
+        let lo = char::from(pair[1]).to_digit(16)?;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
 fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;
@@ -326,6 +340,18 @@ impl SledStore {
         }
     }
 
+    /// The digest stored with the row of `id` (the row's `digest` field, which
+    /// `decode_row` checks against the event on every full read).
+    fn digest_blocking(&self, id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        #[derive(Deserialize)]
+        struct DigestOnly {
+            digest: String,
+        }
+        let Some(raw) = self.inner.db.get(id_key(id)).map_err(sled_err)? else { return Ok(None) };
+        let row: DigestOnly = serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt(format!("row of {id:?}: {e}")))?;
+        unhex(&row.digest).map(Some).ok_or_else(|| StoreError::Corrupt(format!("row of {id:?}: digest is not 64 hex digits")))
+    }
+
     fn query_blocking(&self, f: Filter, scan_max: usize) -> Result<Page, StoreError> {
         let db = &self.inner.db;
         let start_seq = f.after.saturating_add(1);
@@ -391,6 +417,11 @@ impl Store for SledStore {
         Ok(StoreStats { backend: "sled", events: w.count, ledger_seq_max: w.next_seq.saturating_sub(1) })
     }
 
+    async fn digests(&self, ids: Vec<String>) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+        let this = self.clone();
+        blocking(move || ids.iter().map(|id| this.digest_blocking(id)).collect()).await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.check_failed()
     }
@@ -415,6 +446,18 @@ mod tests {
     }
 
     const PAYEE_A: &str = "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b";
+
+    #[tokio::test]
+    async fn digests_are_those_of_the_recorded_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), false).expect("open");
+        let (a, b) = (event("a", 1, PAYEE_A), event("b", 2, PAYEE_A));
+        s.record_batch("n1", vec![inc(1, a.clone()), inc(2, b.clone())]).await.expect("batch");
+        let got = s.digests(vec!["b".into(), "nope".into(), "a".into()]).await.expect("digests");
+        assert_eq!(got, vec![Some(b.digest()), None, Some(a.digest())]);
+        assert_ne!(a.digest(), event("a", 9, PAYEE_A).digest(), "another event under the same id differs");
+        assert_eq!(s.digests(Vec::new()).await.expect("empty"), Vec::<Option<[u8; 32]>>::new());
+    }
     const PAYEE_B: &str = "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0";
 
     /// A store that holds less than its state file says was durable refuses to
