@@ -916,6 +916,23 @@ impl Spool {
         Ok(skipped.is_empty())
     }
 
+    /// Moves acked records back to the pending queue (attempts 0), so the
+    /// forwarder sends them again: reconciliation found them missing at the
+    /// ledger (`spoolctl reconcile --requeue`; the ledger's dedupe keeps the
+    /// effect exactly once). Seqs that are not acked (pending, dead, unknown)
+    /// are skipped. Durable when it returns. Returns how many moved.
+    pub async fn requeue_acked(&self, seqs: &[u64]) -> Result<u64, SpoolError> {
+        // Each seq once: a transition batch reads every record before any
+        // change is applied, so a repeated seq would be moved (and counted) twice.
+        let mut seqs = seqs.to_vec();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let changes: Vec<_> = seqs.iter().map(|seq| (*seq, State::Pending, Some(0))).collect();
+        let skipped = self.transition(&changes, |s| matches!(s, State::Acked { .. }))?;
+        self.wait_durable().await?;
+        Ok(len_u64(seqs.len().saturating_sub(skipped.len())))
+    }
+
     /// Removes a dead letter for good (operator decision). Durable when it
     /// returns. `false` if `seq` is not a dead letter.
     pub async fn drop_dead(&self, seq: u64) -> Result<bool, SpoolError> {
