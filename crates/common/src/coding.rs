@@ -122,6 +122,45 @@ pub fn decode_bounded(coding: Coding, body: &[u8], bytes_max: usize) -> Result<V
     Ok(out)
 }
 
+/// A forwarded-batch body of `n` varied payment events (for measurements and
+/// tests): random UUIDs, amounts, a few items and regions, as a real node sends.
+#[doc(hidden)]
+pub fn sample_batch(n: usize) -> Vec<u8> {
+    let items = ["Mesh Sofa Deluxe (copy/mod)", "Rental: Beach Hut 7d", "Gift card L$500", "Tip jar", "Hair — Lumae (fatpack)"];
+    let regions = ["Casper Isle", "Nautilus City", "Bay City", "Zindra Main"];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut uuid = || {
+        let (a, b) = (rnd(), rnd());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            b >> 52,
+            b & 0xffff_ffff_ffff
+        )
+    };
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let id = format!("sl-{}", uuid());
+            let (payer, payee) = (uuid(), uuid());
+            serde_json::json!({"seq": i + 1, "received_at": "2026-11-24T12:00:01.123456Z", "event": {
+                "id": id, "kind": "purchase", "amount": 1 + (i * 7919) % 100_000, "currency": "L$",
+                "payer": payer, "payee": payee, "recipient": payer,
+                "occurred_at": "2026-11-24T12:00:00.5Z", "item": items[i % items.len()],
+                "region": regions[i % regions.len()], "terminal": format!("vendor-{}", i % 50),
+            }})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"node": "front-1", "events": events})).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,43 +231,4 @@ mod tests {
             assert!(wire.len() < body.len() / 2);
         }
     }
-}
-
-/// A forwarded-batch body of `n` varied payment events (for measurements and
-/// tests): random UUIDs, amounts, a few items and regions, as a real node sends.
-#[doc(hidden)]
-pub fn sample_batch(n: usize) -> Vec<u8> {
-    let items = ["Mesh Sofa Deluxe (copy/mod)", "Rental: Beach Hut 7d", "Gift card L$500", "Tip jar", "Hair — Lumae (fatpack)"];
-    let regions = ["Casper Isle", "Nautilus City", "Bay City", "Zindra Main"];
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut uuid = || {
-        let (a, b) = (rnd(), rnd());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            b >> 52,
-            b & 0xffff_ffff_ffff
-        )
-    };
-    let events: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            let id = format!("sl-{}", uuid());
-            let (payer, payee) = (uuid(), uuid());
-            serde_json::json!({"seq": i + 1, "received_at": "2026-11-24T12:00:01.123456Z", "event": {
-                "id": id, "kind": "purchase", "amount": 1 + (i * 7919) % 100_000, "currency": "L$",
-                "payer": payer, "payee": payee, "recipient": payer,
-                "occurred_at": "2026-11-24T12:00:00.5Z", "item": items[i % items.len()],
-                "region": regions[i % regions.len()], "terminal": format!("vendor-{}", i % 50),
-            }})
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"node": "front-1", "events": events})).unwrap_or_default()
 }
