@@ -412,12 +412,16 @@ async fn ledger_reconcile_tells_present_different_missing_to_nodes_only() {
     let many: Vec<Value> = (0..10_001).map(|i| json!({"id": format!("x{i}"), "digest": digest(&a)})).collect();
     let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, serde_json::to_vec(&json!({"events": many})).expect("encode")).await;
     assert_eq!(r.status().as_u16(), 413);
-    for bad in [json!({"events": [{"id": "rc-a", "digest": "abc"}]}), json!({"events": [{"id": "", "digest": digest(&a)}]})] {
+    for bad in [json!({"events": [{"id": "rc-a", "digest": "abc"}]}), json!({"events": [{"id": "rc-a", "digest": "g".repeat(64)}]})] {
         let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, serde_json::to_vec(&bad).expect("encode")).await;
         assert_eq!(r.status().as_u16(), 400, "{bad}");
         let v: Value = r.json().await.expect("json");
         assert_eq!(v["error"]["code"], "invalid_request");
     }
+    let odd = json!({"events": [{"id": "", "digest": digest(&a)}, {"id": "x".repeat(300), "digest": digest(&a)}]});
+    let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, serde_json::to_vec(&odd).expect("encode")).await;
+    assert_eq!(r.status().as_u16(), 200, "an id the ledger cannot hold is just missing");
+    assert_eq!(statuses(&r.json().await.expect("json")), vec!["missing", "missing"]);
     let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, br#"{"events":[],"extra":1}"#.to_vec()).await;
     assert_eq!(r.status().as_u16(), 400);
 }

@@ -367,15 +367,16 @@ impl<S: Store> Api<S> {
         }
         let mut digests = Vec::with_capacity(parsed.events.len());
         for (i, e) in parsed.events.iter().enumerate() {
-            let d = decode_digest(&e.digest);
-            if e.id.is_empty() || e.id.len() > spool_format::ID_BYTES_MAX || d.is_none() {
+            // Any id may be asked about (one the ledger cannot hold is simply
+            // `missing`); the digest must be one.
+            let Some(d) = decode_digest(&e.digest) else {
                 return error_response(
                     StatusCode::BAD_REQUEST,
-                    ErrorDetail::new("invalid_request", format!("events[{i}]: id must be 1 to {} bytes and digest 64 hex digits", spool_format::ID_BYTES_MAX))
-                        .with_field(format!("events[{i}]")),
+                    ErrorDetail::new("invalid_request", format!("events[{i}].digest: must be 64 hex digits"))
+                        .with_field(format!("events[{i}].digest")),
                 );
-            }
-            digests.push(d.unwrap_or([0; 32]));
+            };
+            digests.push(d);
         }
         let ids: Vec<String> = parsed.events.into_iter().map(|e| e.id).collect();
         let r = self.store.digests(ids.clone()).await;
