@@ -27,7 +27,7 @@ use test_support::ledgerd::{Ledgerd, NODE_TOKEN};
 use test_support::spoold::Spoold;
 use tokio::task::JoinSet;
 
-use super::{drain, forwarding, post_until_acked, LoadReport, Outcome};
+use super::{drain, forwarding, post_until_acked, spoold_status, LoadReport, Outcome};
 
 fn slow() -> bool {
     std::env::var("OFFGRID_SLOW_TESTS").is_ok_and(|v| v == "1")
@@ -70,6 +70,24 @@ async fn ingest(s: &Spoold, prefix: &str, first: u64, n: u64) -> LoadReport {
     report
 }
 
+/// Waits until the spool has nothing pending: the scenarios' `drain`, with
+/// room for the full size (a million events forwarded by debug builds).
+async fn drained(s: &Spoold) {
+    if !slow() {
+        drain(&[s], Instant::now()).await;
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    loop {
+        let st = spoold_status(s).await;
+        if st.as_ref().and_then(|v| v["spool"]["pending_events"].as_u64()) == Some(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not drained: {st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 struct Reconciled {
     code: Option<i32>,
     findings: Vec<Value>,
@@ -109,8 +127,10 @@ async fn scenario_ledger_restored_from_backup() {
     let token_file = s.dir.path().join("reconcile.token");
     std::fs::write(&token_file, format!("{NODE_TOKEN}\n")).expect("token file");
 
+    let t = Instant::now();
     let mut report = ingest(&s, "restore", 0, before).await;
-    drain(&[&s], Instant::now()).await;
+    drained(&s).await;
+    eprintln!("ledger_restored: {before} events ingested and forwarded in {:.1} s", t.elapsed().as_secs_f64());
     // The backup: a clean copy of the ledger's store.
     ledger.terminate().expect("stop ledgerd");
     let store = ledger.dir.join("store");
@@ -120,7 +140,7 @@ async fn scenario_ledger_restored_from_backup() {
     let later = ingest(&s, "restore", before, after).await;
     let lost: HashSet<String> = later.acked.clone();
     report.merge(later);
-    drain(&[&s], Instant::now()).await;
+    drained(&s).await;
     // The restore: the ledger is back to the backup.
     ledger.terminate().expect("stop ledgerd");
     std::fs::remove_dir_all(&store).expect("remove store");
@@ -143,7 +163,8 @@ async fn scenario_ledger_restored_from_backup() {
     assert_eq!(r.code, Some(0));
     let reconcile_seconds = r.seconds;
     let since = Instant::now();
-    let drained = drain(&[&s], since).await;
+    drained(&s).await;
+    let drained = since.elapsed();
     let r = reconcile(&s, &ledger, &token_file, false);
     assert!(r.findings.is_empty(), "after the requeue everything is present: {:?}", &r.findings[..3.min(r.findings.len())]);
     assert_eq!((r.summary["present"].as_u64(), r.code), (Some(before + after), Some(0)));
@@ -168,4 +189,46 @@ async fn scenario_ledger_restored_from_backup() {
     );
     let scale = format!("{before} events before the backup, {after} after it");
     Outcome::new("ledger_restored", report, drained, "none", scale).check(&ledger).await;
+}
+
+/// The same on PostgreSQL: rows of the ledger's table are lost (deleted, as a
+/// failover to a lagging replica would); reconcile names exactly them,
+/// `--requeue` brings them back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_ledger_pg_rolled_back_reconciled() {
+    let schema = crate::ledger_pg::schema("reconcile");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = format!("{}?schema={schema}", crate::ledger_pg::pg_base());
+    let ledger = Ledgerd::start_with(tmp.path(), &url, test_support::free_port()).await.expect("ledgerd on postgres");
+    test_support::wait_http_ok(&format!("{}/readyz", ledger.url), Duration::from_secs(10)).await.expect("ready");
+    let s = Spoold::start(forwarding(&[&ledger.url])).await.expect("start spoold");
+    let token_file = s.dir.path().join("reconcile.token");
+    std::fs::write(&token_file, format!("{NODE_TOKEN}\n")).expect("token file");
+    let report = ingest(&s, "pgrec", 0, 1_500).await;
+    drained(&s).await;
+    // The rollback: the last 300 rows the ledger recorded are gone.
+    let (client, conn) = tokio_postgres::connect(&crate::ledger_pg::pg_base(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let rows = client
+        .query(&format!("DELETE FROM {schema}.ledger_events WHERE ledger_seq > (SELECT max(ledger_seq) - 300 FROM {schema}.ledger_events) RETURNING id"), &[])
+        .await
+        .expect("delete");
+    let lost: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    assert_eq!(lost.len(), 300);
+
+    let r = reconcile(&s, &ledger, &token_file, false);
+    let named: HashSet<String> = r.findings.iter().map(|f| f["id"].as_str().expect("id").to_owned()).collect();
+    assert_eq!(named, lost, "the report names exactly the rows the rollback lost");
+    assert_eq!((r.summary["missing"].as_u64(), r.code), (Some(300), Some(1)));
+    let r = reconcile(&s, &ledger, &token_file, true);
+    assert_eq!(r.summary["requeued"], 300);
+    let since = Instant::now();
+    drained(&s).await;
+    let r = reconcile(&s, &ledger, &token_file, false);
+    assert_eq!((r.summary["present"].as_u64(), r.code), (Some(1_500), Some(0)));
+    Outcome::new("ledger_pg_rolled_back", report, since.elapsed(), "postgres delete", "1500 events, 300 rows lost".into())
+        .check(&ledger)
+        .await;
+    drop(ledger);
+    crate::ledger_pg::drop_schema(&schema).await;
 }
