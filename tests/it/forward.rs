@@ -354,3 +354,45 @@ async fn forward_finds_records_requeued_behind_the_cursor_while_busy() {
     rig.wait_drained(Duration::from_secs(30)).await;
     rig.stop().await;
 }
+
+/// Batches sized for the link (issue 15): over a 10 KB/s line with a 2 s
+/// request timeout, the first batch (100 events, ~33 KB) times out; the
+/// adaptive forwarder cuts it again smaller and delivers everything exactly
+/// once, while the fixed one (the behaviour before), with the same maxima,
+/// resends its 300-event batch whole and delivers nothing in the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_sizes_batches_for_a_thin_link_and_never_resends_a_timed_out_batch_whole() {
+    let thin = Mode::Thin { bytes_per_second: 10_000, one_way_delay: Duration::from_millis(20) };
+    let mut rigs = Vec::new();
+    for adaptive in [true, false] {
+        let ledger = Ledgerd::start().await.expect("start ledgerd");
+        let proxy = Proxy::start(format!("127.0.0.1:{}", ledger.port).parse().expect("addr")).await.expect("proxy");
+        proxy.set_mode(thin);
+        let mut cfg = config(vec![proxy.url()], 4);
+        cfg.batch_events_max = 400;
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.compression = forwarder::Compression::Off;
+        cfg.adaptive_sizing = adaptive;
+        let rig = Rig::start(cfg);
+        let ids = rig.append(if adaptive { "thin-a" } else { "thin-f" }, 300).await;
+        rigs.push((adaptive, ledger, proxy, rig, ids));
+    }
+    let started = Instant::now();
+    let (_, ledger, _p, adaptive, ids) = &rigs[0];
+    adaptive.wait_drained(Duration::from_secs(90)).await;
+    let took = started.elapsed();
+    assert_exactly_once(ledger, ids).await;
+    let timeouts = adaptive.metrics.timeouts_total.get();
+    assert!(timeouts >= 1, "the first 100-event batch cannot cross 10 KB/s in 2 s");
+    let (_, _, _, fixed, _) = &rigs[1];
+    let fixed_timeouts = fixed.metrics.timeouts_total.get();
+    assert_eq!(fixed.pending(), 300, "the fixed forwarder resends its 300-event batch whole: it never fits in 2 s");
+    assert!(fixed_timeouts >= 2, "{fixed_timeouts}");
+    eprintln!(
+        "thin 10 KB/s, 2 s timeout: adaptive delivered 300 events in {:.1} s with {timeouts} timeouts; fixed delivered 0 with {fixed_timeouts} timeouts",
+        took.as_secs_f64()
+    );
+    for (_, _, _, rig, _) in rigs {
+        rig.stop().await;
+    }
+}

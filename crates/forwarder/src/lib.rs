@@ -813,6 +813,12 @@ async fn send_until_answered(ctx: &Ctx, sub: &[Record], shutdown: &mut watch::Re
                 ctx.metrics.retries_total.inc();
                 ctx.metrics.batch("retry");
                 note_up(ctx, false, Some(&describe(&sent.reply)));
+                // As for any transient failure, the next attempt goes to the
+                // next ledger URL (a black-holed one is left after one timeout).
+                let n = ctx.cfg.urls.len();
+                let _ = ctx.shared.url_index.compare_exchange(idx, (idx + 1) % n, Ordering::SeqCst, Ordering::SeqCst);
+                let next = ctx.cfg.urls[ctx.shared.url_index.load(Ordering::SeqCst) % n].clone();
+                ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).current_url = next;
                 return Some(Answered::TimedOut);
             }
         }
