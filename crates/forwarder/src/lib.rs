@@ -351,6 +351,9 @@ struct Link {
     /// The coding batches to this URL are sent with (learned from its
     /// `Accept-Encoding`).
     coding: Coding,
+    /// The URL answered 415 to a compressed batch: plain from then on,
+    /// whatever it advertises (until spoold restarts).
+    refused_coding: bool,
 }
 
 struct Shared {
@@ -459,7 +462,7 @@ pub fn spawn(
         inflight_max: cfg.inflight_batches_max,
         request_timeout: cfg.request_timeout,
     };
-    let links = cfg.urls.iter().map(|_| Link { sizer: LinkSizer::new(limits), coding: Coding::Identity }).collect();
+    let links = cfg.urls.iter().map(|_| Link { sizer: LinkSizer::new(limits), coding: Coding::Identity, refused_coding: false }).collect();
     let shared = Arc::new(Shared {
         links: Mutex::new(links),
         status: Mutex::new(ForwarderStatus { current_url: cfg.urls[0].clone(), ..ForwarderStatus::default() }),
@@ -653,7 +656,7 @@ fn learn_coding(ctx: &Ctx, idx: usize, headers: &reqwest::header::HeaderMap) {
     let Some(accept) = headers.get(reqwest::header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else { return };
     let coding = common::coding::pick(accept, ctx.cfg.compression.preferred());
     let mut links = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(l) = links.get_mut(idx) {
+    if let Some(l) = links.get_mut(idx).filter(|l| !l.refused_coding) {
         if l.coding != coding {
             tracing::info!(url = %ctx.cfg.urls[idx], coding = coding.token().unwrap_or("identity"), "ledger request coding");
             l.coding = coding;
@@ -786,14 +789,17 @@ async fn send_until_answered(ctx: &Ctx, sub: &[Record], shutdown: &mut watch::Re
             _ = shutdown.changed() => return None,
         };
         let elapsed = started.elapsed();
-        if let Some(h) = &sent.headers {
-            learn_coding(ctx, idx, h);
+        if coding == Coding::Identity || !matches!(sent.reply, Reply::Status { code: 415, .. }) {
+            if let Some(h) = &sent.headers {
+                learn_coding(ctx, idx, h);
+            }
         }
         if coding != Coding::Identity && matches!(sent.reply, Reply::Status { code: 415, .. }) {
             // The ledger does not decode this coding after all: plain from now on.
             tracing::warn!(url = %url, coding = coding.token().unwrap_or(""), "ledger refused a compressed batch (415); sending uncompressed");
             if let Some(l) = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner()).get_mut(idx) {
                 l.coding = Coding::Identity;
+                l.refused_coding = true;
             }
             continue;
         }
