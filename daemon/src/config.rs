@@ -224,6 +224,8 @@ struct RawLedger {
     batch_bytes_max: Option<Bytes>,
     inflight_batches_max: Option<usize>,
     request_timeout: Option<Span>,
+    compression: Option<String>,
+    batch_sizing: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +267,10 @@ pub struct LedgerConfig {
     pub batch_bytes_max: u64,
     pub inflight_batches_max: usize,
     pub request_timeout: Duration,
+    /// `ledger.compression`: auto (default), zstd, gzip or off.
+    pub compression: forwarder::Compression,
+    /// `ledger.batch_sizing`: "adaptive" (default) is true, "fixed" false.
+    pub adaptive_sizing: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -443,6 +449,16 @@ impl Config {
             batch_bytes_max: l.batch_bytes_max.map(Bytes::as_u64).unwrap_or(DEFAULT_LEDGER_BATCH_BYTES_MAX),
             inflight_batches_max: l.inflight_batches_max.unwrap_or(DEFAULT_INFLIGHT_BATCHES_MAX),
             request_timeout: l.request_timeout.map(Span::get).unwrap_or(DEFAULT_LEDGER_REQUEST_TIMEOUT),
+            compression: match l.compression.as_deref() {
+                None => forwarder::Compression::Auto,
+                Some(v) => forwarder::Compression::parse(v)
+                    .ok_or_else(|| ConfigError::new("ledger.compression", format!("{v:?}: expected auto, zstd, gzip or off")))?,
+            },
+            adaptive_sizing: match l.batch_sizing.as_deref() {
+                None | Some("adaptive") => true,
+                Some("fixed") => false,
+                Some(v) => return Err(ConfigError::new("ledger.batch_sizing", format!("{v:?}: expected adaptive or fixed"))),
+            },
         };
         in_range("ledger.batch_events_max", ledger.batch_events_max as u64, 1, 100_000)?;
         in_range("ledger.batch_bytes_max", ledger.batch_bytes_max, 1024, 256 << 20)?;
@@ -535,6 +551,8 @@ impl Config {
         f.retry_initial = self.retry.initial;
         f.retry_max = self.retry.max;
         f.tls = self.ledger.tls.clone();
+        f.compression = self.ledger.compression;
+        f.adaptive_sizing = self.ledger.adaptive_sizing;
         Some(f)
     }
 
@@ -606,6 +624,8 @@ impl Config {
             ("ledger.batch_bytes_max", Bytes(self.ledger.batch_bytes_max).to_string()),
             ("ledger.inflight_batches_max", self.ledger.inflight_batches_max.to_string()),
             ("ledger.request_timeout", span(self.ledger.request_timeout)),
+            ("ledger.compression", self.ledger.compression.as_str().to_owned()),
+            ("ledger.batch_sizing", if self.ledger.adaptive_sizing { "adaptive" } else { "fixed" }.to_owned()),
             ("retry.initial", span(self.retry.initial)),
             ("retry.max", span(self.retry.max)),
             ("limits.body_bytes_max", Bytes(l.body_bytes_max as u64).to_string()),

@@ -354,3 +354,140 @@ async fn forward_finds_records_requeued_behind_the_cursor_while_busy() {
     rig.wait_drained(Duration::from_secs(30)).await;
     rig.stop().await;
 }
+
+/// Batches sized for the link (issue 15): over a 10 KB/s line with a 2 s
+/// request timeout, the first batch (100 events, ~33 KB) times out; the
+/// adaptive forwarder cuts it again smaller and delivers everything exactly
+/// once, while the fixed one (the behaviour before), with the same maxima,
+/// resends its 300-event batch whole and delivers nothing in the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_sizes_batches_for_a_thin_link_and_never_resends_a_timed_out_batch_whole() {
+    let thin = Mode::Thin { bytes_per_second: 10_000, one_way_delay: Duration::from_millis(20) };
+    let mut rigs = Vec::new();
+    for adaptive in [true, false] {
+        let ledger = Ledgerd::start().await.expect("start ledgerd");
+        let proxy = Proxy::start(format!("127.0.0.1:{}", ledger.port).parse().expect("addr")).await.expect("proxy");
+        proxy.set_mode(thin);
+        let mut cfg = config(vec![proxy.url()], 4);
+        cfg.batch_events_max = 400;
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.compression = forwarder::Compression::Off;
+        cfg.adaptive_sizing = adaptive;
+        let rig = Rig::start(cfg);
+        let ids = rig.append(if adaptive { "thin-a" } else { "thin-f" }, 300).await;
+        rigs.push((adaptive, ledger, proxy, rig, ids));
+    }
+    let started = Instant::now();
+    let (_, ledger, _p, adaptive, ids) = &rigs[0];
+    adaptive.wait_drained(Duration::from_secs(90)).await;
+    let took = started.elapsed();
+    assert_exactly_once(ledger, ids).await;
+    let timeouts = adaptive.metrics.timeouts_total.get();
+    assert!(timeouts >= 1, "the first 100-event batch cannot cross 10 KB/s in 2 s");
+    let (_, _, _, fixed, _) = &rigs[1];
+    let fixed_timeouts = fixed.metrics.timeouts_total.get();
+    assert_eq!(fixed.pending(), 300, "the fixed forwarder resends its 300-event batch whole: it never fits in 2 s");
+    assert!(fixed_timeouts >= 2, "{fixed_timeouts}");
+    eprintln!(
+        "thin 10 KB/s, 2 s timeout: adaptive delivered 300 events in {:.1} s with {timeouts} timeouts; fixed delivered 0 with {fixed_timeouts} timeouts",
+        took.as_secs_f64()
+    );
+    for (_, _, _, rig, _) in rigs {
+        rig.stop().await;
+    }
+}
+
+/// A minimal ledger of another make for the compression negotiation: answers
+/// every batch 200 `accepted` (plain JSON bodies only), optionally
+/// advertising `Accept-Encoding: zstd` while refusing zstd bodies with 415
+/// (a ledger behind a proxy that strips the coding, say). Records the
+/// `Content-Encoding` of every request.
+async fn other_ledger(advertise_zstd: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let seen = std::sync::Arc::clone(&seen2);
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                loop {
+                    let (mut len, mut coding, mut line, mut first) = (0usize, None, String::new(), String::new());
+                    if r.read_line(&mut first).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if let Some(v) = l.strip_prefix("content-encoding:") {
+                            coding = Some(v.trim().to_owned());
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let advertise = if advertise_zstd { "accept-encoding: zstd\r\n" } else { "" };
+                    let (status, out) = if !first.starts_with("POST /v1/batches") {
+                        ("200 OK", "ready".to_owned())
+                    } else if coding.is_some() {
+                        seen.lock().expect("lock").push(coding);
+                        ("415 Unsupported Media Type", r#"{"error":{"code":"unsupported_media_type","message":"plain only"}}"#.to_owned())
+                    } else {
+                        seen.lock().expect("lock").push(None);
+                        let v: serde_json::Value = serde_json::from_slice(&body).expect("plain JSON batch");
+                        let results: Vec<serde_json::Value> = v["events"]
+                            .as_array()
+                            .expect("events")
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| json!({"id": e["event"]["id"], "status": "accepted", "ledger_seq": i + 1}))
+                            .collect();
+                        ("200 OK", json!({ "results": results }).to_string())
+                    };
+                    let resp = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{advertise}content-length: {}\r\n\r\n{out}", out.len());
+                    if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Compression is negotiated: a ledger that does not advertise a coding gets
+/// plain batches only; one that advertises zstd but refuses it (415) gets the
+/// batch again plain at once, and plain ever after.
+#[tokio::test]
+async fn forward_compresses_only_what_the_ledger_takes() {
+    for advertise in [false, true] {
+        let (url, seen) = other_ledger(advertise).await;
+        let mut cfg = config(vec![url], 1);
+        cfg.batch_events_max = 10;
+        let rig = Rig::start(cfg);
+        rig.append(if advertise { "neg-a" } else { "neg-p" }, 60).await;
+        rig.wait_drained(Duration::from_secs(20)).await;
+        let seen = seen.lock().expect("lock").clone();
+        let coded = seen.iter().filter(|c| c.is_some()).count();
+        if advertise {
+            assert_eq!(coded, 1, "one zstd attempt, refused, then plain for good: {seen:?}");
+            assert_eq!(seen.iter().find_map(|c| c.clone()).as_deref(), Some("zstd"));
+        } else {
+            assert_eq!(coded, 0, "never compressed toward a ledger that does not advertise it: {seen:?}");
+        }
+        assert!(seen.len() >= 6, "{seen:?}");
+        rig.stop().await;
+    }
+}

@@ -326,3 +326,102 @@ async fn ledger_log_format_and_level_keys() {
         .expect("start ledgerd with level warn");
     assert!(!l2.log().contains("INFO"), "level warn drops INFO: {}", l2.log());
 }
+
+async fn post_coded(l: &Ledgerd, path: &str, token: &str, coding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", l.url))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(c) = coding {
+        req = req.header("content-encoding", c);
+    }
+    req.send().await.expect("post")
+}
+
+/// Compressed batches (issue 15): zstd and gzip bodies are recorded like plain
+/// ones; every answer advertises `Accept-Encoding`; a body that decodes past
+/// `body_bytes_max` (a zip bomb) is 413 and records nothing; an unknown
+/// coding is 415; a corrupt stream is 400.
+#[tokio::test]
+async fn ledger_accepts_compressed_batches_and_refuses_zip_bombs() {
+    use common::coding::{encode, Coding};
+    let l = Ledgerd::start().await.expect("start ledgerd");
+    for (i, (coding, token)) in [(Coding::Zstd, "zstd"), (Coding::Gzip, "gzip"), (Coding::Identity, "identity")].into_iter().enumerate() {
+        let body = json!({"node": "front-1", "events": [entry(1, event(&format!("cz-{i}"), 5, MERCHANT_PAYEE))]});
+        let wire = encode(coding, &serde_json::to_vec(&body).expect("encode")).expect("compress");
+        let r = post_coded(&l, "/v1/batches", NODE_TOKEN, Some(token), wire).await;
+        assert_eq!(r.headers().get("accept-encoding").and_then(|v| v.to_str().ok()), Some("zstd, gzip"));
+        assert_eq!(r.status().as_u16(), 200, "{token}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(statuses(&v), vec!["accepted"], "{token}");
+    }
+    // 20 MiB of JSON whitespace around one valid batch: a few KB of zstd,
+    // over the 16 MiB default once decoded.
+    let inner = serde_json::to_vec(&json!({"node": "front-1", "events": [entry(1, event("bomb-1", 5, MERCHANT_PAYEE))]})).expect("encode");
+    let mut bomb = vec![b' '; 20 << 20];
+    bomb.extend_from_slice(&inner);
+    for (coding, name) in [(Coding::Zstd, "zstd"), (Coding::Gzip, "gzip")] {
+        let wire = encode(coding, &bomb).expect("compress");
+        assert!(wire.len() < 1 << 20, "{name}: {} bytes on the wire", wire.len());
+        let r = post_coded(&l, "/v1/batches", NODE_TOKEN, Some(name), wire).await;
+        assert_eq!(r.status().as_u16(), 413, "{name}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "too_large");
+    }
+    assert_eq!(get(&l, Some(ADMIN_TOKEN), "/v1/events/bomb-1").await.0, 404, "nothing recorded");
+    let r = post_coded(&l, "/v1/batches", NODE_TOKEN, Some("br"), b"{}".to_vec()).await;
+    assert_eq!(r.status().as_u16(), 415);
+    assert!(r.headers().get("accept-encoding").is_some());
+    let r = post_coded(&l, "/v1/batches", NODE_TOKEN, Some("zstd"), b"not zstd at all".to_vec()).await;
+    assert_eq!(r.status().as_u16(), 400);
+    // /readyz (what an idle forwarder probes) advertises it too.
+    let r = reqwest::get(format!("{}/readyz", l.url)).await.expect("readyz");
+    assert_eq!(r.headers().get("accept-encoding").and_then(|v| v.to_str().ok()), Some("zstd, gzip"));
+}
+
+/// `POST /v1/reconcile`: present / different / missing per (id, digest), in
+/// order; node and admin only (merchant 403, no token 401); at most 10,000
+/// entries; malformed digests refused.
+#[tokio::test]
+async fn ledger_reconcile_tells_present_different_missing_to_nodes_only() {
+    let l = Ledgerd::start().await.expect("start ledgerd");
+    let (a, b) = (event("rc-a", 5, MERCHANT_PAYEE), event("rc-b", 6, OTHER_PAYEE));
+    assert_eq!(post(&l, NODE_TOKEN, &json!({"node": "n", "events": [entry(1, a.clone()), entry(2, b.clone())]})).await.0, 200);
+    let digest = |v: &Value| admin::reconcile::hex(&spool_format::Event::from_json_value(v).expect("valid").digest());
+    let other_b = event("rc-b", 7, OTHER_PAYEE);
+    let body = json!({"events": [
+        {"id": "rc-a", "digest": digest(&a)},
+        {"id": "rc-b", "digest": digest(&other_b)},
+        {"id": "rc-c", "digest": digest(&a)},
+    ]});
+    for token in [NODE_TOKEN, ADMIN_TOKEN] {
+        let r = post_coded(&l, "/v1/reconcile", token, None, serde_json::to_vec(&body).expect("encode")).await;
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(statuses(&v), vec!["present", "different", "missing"]);
+        assert_eq!(v["results"][1]["id"], "rc-b");
+        assert!(v["results"][1].get("event").is_none() && v["results"][1].get("digest").is_none(), "nothing about the stored event: {v}");
+    }
+    let plain = serde_json::to_vec(&body).expect("encode");
+    assert_eq!(post_coded(&l, "/v1/reconcile", MERCHANT_TOKEN, None, plain.clone()).await.status().as_u16(), 403);
+    assert_eq!(post_coded(&l, "/v1/reconcile", "not-a-token-0123456789", None, plain.clone()).await.status().as_u16(), 401);
+    // Compressed works too.
+    let z = common::coding::encode(common::coding::Coding::Zstd, &plain).expect("zstd");
+    assert_eq!(post_coded(&l, "/v1/reconcile", NODE_TOKEN, Some("zstd"), z).await.status().as_u16(), 200);
+    let many: Vec<Value> = (0..10_001).map(|i| json!({"id": format!("x{i}"), "digest": digest(&a)})).collect();
+    let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, serde_json::to_vec(&json!({"events": many})).expect("encode")).await;
+    assert_eq!(r.status().as_u16(), 413);
+    for bad in [json!({"events": [{"id": "rc-a", "digest": "abc"}]}), json!({"events": [{"id": "rc-a", "digest": "g".repeat(64)}]})] {
+        let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, serde_json::to_vec(&bad).expect("encode")).await;
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "invalid_request");
+    }
+    let odd = json!({"events": [{"id": "", "digest": digest(&a)}, {"id": "x".repeat(300), "digest": digest(&a)}]});
+    let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, serde_json::to_vec(&odd).expect("encode")).await;
+    assert_eq!(r.status().as_u16(), 200, "an id the ledger cannot hold is just missing");
+    assert_eq!(statuses(&r.json().await.expect("json")), vec!["missing", "missing"]);
+    let r = post_coded(&l, "/v1/reconcile", NODE_TOKEN, None, br#"{"events":[],"extra":1}"#.to_vec()).await;
+    assert_eq!(r.status().as_u16(), 400);
+}

@@ -41,6 +41,8 @@ const ADDED_METRICS: &[&str] = &[
     "spoold_spool_events_max",
     "spoold_disk_free_bytes_min",
     "spoold_disk_free_inodes_min",
+    "spoold_forward_timeouts_total",
+    "spoold_forward_wire_bytes_total",
 ];
 
 /// The histograms among them (SPEC §7 says "histogram" for the spoold ones;

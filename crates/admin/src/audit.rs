@@ -1,5 +1,7 @@
 //! The operator audit log of a spool: one JSON line per `dlq retry` and `dlq
-//! drop`, in `audit.jsonl` next to the spool's sled files, fsynced before the
+//! drop`, per chunk of acked records a reconcile put back to pending
+//! (`reconcile_requeue`, naming their seqs) and per finished reconcile
+//! (`reconcile`, with the report's totals), in `audit.jsonl` next to the spool's sled files, fsynced before the
 //! action it records is carried out (write-ahead), so every change an
 //! operator made to the dead letters survives a crash or a restart, online
 //! or offline. A dropped event's content is kept in its entry.
@@ -14,7 +16,8 @@ use spool_format::{OffsetDateTime, Record, State};
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Longest operator reason kept, in bytes (longer ones are cut).
 pub const AUDIT_REASON_BYTES_MAX: usize = 512;
-/// Longest audit line read back, in bytes: an entry holds one event (≤ ~40 KiB of JSON).
+/// Longest audit line read back, in bytes: an entry holds one event (≤ ~40 KiB
+/// of JSON) or the seqs of one requeue chunk (≤ 10,000 × 21 bytes).
 const AUDIT_LINE_BYTES_MAX: usize = 1 << 20;
 
 /// One operator action on a dead letter.
@@ -36,6 +39,12 @@ pub struct AuditEntry {
     pub dead_reason: String,
     /// For a drop: the event that left the spool.
     pub event: Option<serde_json::Value>,
+    /// For `reconcile_requeue`: the seqs put back to pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<Vec<u64>>,
+    /// For `reconcile`: the report's totals and bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
 }
 
 impl AuditEntry {
@@ -54,6 +63,26 @@ impl AuditEntry {
             dead_code: code,
             dead_reason: why,
             event: (action == "dlq_drop").then(|| record.event.to_json_value()),
+            seqs: None,
+            summary: None,
+        }
+    }
+
+    /// An entry about many records or none (`reconcile_requeue`, `reconcile`):
+    /// `seq` 0 and `id` empty; the records are in `seqs`.
+    pub fn bulk(action: &str, by: &str, reason: Option<&str>, seqs: Option<Vec<u64>>, summary: Option<serde_json::Value>) -> AuditEntry {
+        AuditEntry {
+            at: OffsetDateTime::now_utc(),
+            action: action.to_owned(),
+            seq: 0,
+            id: String::new(),
+            by: by.to_owned(),
+            reason: reason.map(|r| spool_format::truncate(r, AUDIT_REASON_BYTES_MAX).to_owned()),
+            dead_code: String::new(),
+            dead_reason: String::new(),
+            event: None,
+            seqs,
+            summary,
         }
     }
 }

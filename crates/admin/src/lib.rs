@@ -29,6 +29,7 @@
 //!   as accepted, duplicate, conflict, invalid or failed — never silently skipped.
 
 pub mod audit;
+pub mod reconcile;
 pub mod client;
 pub mod server;
 
@@ -172,7 +173,7 @@ pub fn parse_state_filter(s: &str) -> Option<StateFilter> {
     }
 }
 
-fn spool_err(e: &SpoolError) -> AdminResponse {
+pub(crate) fn spool_err(e: &SpoolError) -> AdminResponse {
     AdminResponse::err_code(codes::SPOOL_ERROR, e.to_string())
 }
 
@@ -184,7 +185,7 @@ pub(crate) fn to_data<T: Serialize>(v: &T) -> AdminResponse {
 }
 
 /// Runs a blocking spool call on the blocking pool.
-async fn blocking<T, F>(spool: &Spool, f: F) -> Result<T, AdminResponse>
+pub(crate) async fn blocking<T, F>(spool: &Spool, f: F) -> Result<T, AdminResponse>
 where
     T: Send + 'static,
     F: FnOnce(&Spool) -> Result<T, SpoolError> + Send + 'static,
@@ -221,6 +222,11 @@ pub async fn execute_as(spool: &Spool, req: AdminRequest, peer_uid: Option<u32>)
         AdminRequest::DlqRetry { seq, all, reason, user } => dlq_retry(spool, seq, all, &by(&user), reason.as_deref()).await,
         AdminRequest::DlqDrop { seq, reason, user } => dlq_drop(spool, seq, &by(&user), reason.as_deref()).await,
         AdminRequest::Audit { limit } => audit_tail(spool, limit).await,
+        AdminRequest::ReconcileScan { from_seq, limit, since, until } => {
+            reconcile::scan(spool, from_seq, limit, since.as_deref(), until.as_deref()).await
+        }
+        AdminRequest::RequeueAcked { seqs, reason, user } => reconcile::requeue(spool, seqs, &by(&user), reason.as_deref()).await,
+        AdminRequest::ReconcileAudit { summary, user } => reconcile::audit_summary(spool, summary, &by(&user)).await,
     };
     r.unwrap_or_else(|e| e)
 }
@@ -271,7 +277,7 @@ pub async fn node_status(spool: &Spool, daemon: Option<DaemonStatus>) -> Result<
     })
 }
 
-fn check_limit(limit: u32) -> Result<usize, AdminResponse> {
+pub(crate) fn check_limit(limit: u32) -> Result<usize, AdminResponse> {
     if limit == 0 || limit > ADMIN_PAGE_RECORDS_MAX {
         return Err(AdminResponse::err_code(
             codes::INVALID_REQUEST,

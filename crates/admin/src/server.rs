@@ -41,7 +41,7 @@ pub trait Daemon: Send + Sync {
     /// ledger), which [`crate::node_status`] combines with the spool's.
     fn status(&self) -> common::status::DaemonStatus;
     /// Records went back to pending behind the forwarder's cursor (`dlq
-    /// retry`, `import`): the daemon wakes its forwarder now rather than at
+    /// retry`, `import`, `reconcile --requeue`): the daemon wakes its forwarder now rather than at
     /// its next periodic rescan.
     fn records_requeued(&self) {}
 }
@@ -279,7 +279,7 @@ pub async fn handle_as(spool: &Spool, req: AdminRequest, extra_status: &ExtraSta
             Err(e) => e,
         };
     }
-    let requeues = matches!(req, AdminRequest::DlqRetry { .. } | AdminRequest::Import { .. });
+    let requeues = matches!(req, AdminRequest::DlqRetry { .. } | AdminRequest::Import { .. } | AdminRequest::RequeueAcked { .. });
     let resp = crate::execute_as(spool, req, peer_uid).await;
     if requeues && resp.ok {
         extra_status.records_requeued();
@@ -299,6 +299,9 @@ fn verb_name(req: &AdminRequest) -> &'static str {
         AdminRequest::DlqRetry { .. } => "dlq_retry",
         AdminRequest::DlqDrop { .. } => "dlq_drop",
         AdminRequest::Audit { .. } => "audit",
+        AdminRequest::ReconcileScan { .. } => "reconcile_scan",
+        AdminRequest::RequeueAcked { .. } => "requeue_acked",
+        AdminRequest::ReconcileAudit { .. } => "reconcile_audit",
     }
 }
 

@@ -84,6 +84,32 @@ pub enum AdminRequest {
     },
     /// The newest `limit` entries of the spool's audit log.
     Audit { limit: u32 },
+    /// Acked records for reconciliation (`spoolctl reconcile`): seq, id,
+    /// digest and received time of at most `limit` acked records from
+    /// `from_seq`, received in `[since, until)` (RFC 3339; either open).
+    ReconcileScan {
+        from_seq: u64,
+        limit: u32,
+        #[serde(default)]
+        since: Option<String>,
+        #[serde(default)]
+        until: Option<String>,
+    },
+    /// Puts acked records the ledger lacks back to pending (`reconcile
+    /// --requeue`); written to the audit log first.
+    RequeueAcked {
+        seqs: Vec<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Writes the report totals of a finished reconcile to the audit log.
+    ReconcileAudit {
+        summary: serde_json::Value,
+        #[serde(default)]
+        user: Option<String>,
+    },
 }
 
 /// `data` of `hello`.

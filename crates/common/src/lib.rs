@@ -9,10 +9,13 @@
 //! - [`status`]: the one status document of `/v1/status` and admin `status`;
 //! - [`logging`]: tracing-subscriber set-up, text or JSON, level, colour only on a terminal.
 //! - [`tls`]: rustls server configs from PEM files, for [`http::serve_tls`].
+//! - [`coding`]: request body content codings (zstd, gzip) for forwarded
+//!   batches, with a hard bound on the decoded size.
 //!
 //! **Invariant:** no type here prints a token secret, in `Debug` or anywhere else.
 
 pub mod admin;
+pub mod coding;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -120,3 +120,52 @@ pub struct LedgerEvent {
     pub recorded_at: OffsetDateTime,
     pub event: spool_format::Event,
 }
+
+/// Most entries of one `POST /v1/reconcile` (SPEC §3, offgrid addition):
+/// 10,000 ids of at most 128 bytes plus a digest are at most ~2 MiB of JSON,
+/// one indexed lookup each; a reconcile of a million events is 100 requests.
+pub const RECONCILE_ENTRIES_MAX: usize = 10_000;
+
+/// `POST /v1/reconcile`: which of these events does the ledger hold?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileRequest {
+    pub events: Vec<ReconcileEntry>,
+}
+
+/// One event as the node knows it: its id and `Event::digest` (hex, lower-case).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileEntry {
+    pub id: String,
+    pub digest: String,
+}
+
+/// What the ledger holds under an id, compared with the node's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcileStatus {
+    /// The same event (same digest).
+    Present,
+    /// Another event under this id (a conflict the ledger kept).
+    Different,
+    /// Nothing under this id.
+    Missing,
+}
+
+impl ReconcileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconcileStatus::Present => "present",
+            ReconcileStatus::Different => "different",
+            ReconcileStatus::Missing => "missing",
+        }
+    }
+}
+
+/// One answer of `POST /v1/reconcile`, in input order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileResult {
+    pub id: String,
+    pub status: ReconcileStatus,
+}

@@ -14,6 +14,14 @@
 //! ([`policy::decide`]): full jitter over an exponential ceiling, `Retry-After`
 //! as a floor, several ledger URLs tried in turn.
 //!
+//! Batches are sized for the link ([`sizing::LinkSizer`], one per ledger URL,
+//! `[ledger] batch_sizing = "adaptive"`): the events per batch and the batches
+//! in flight follow the measured RTT and bytes/s so a request ends well within
+//! `request_timeout`; a batch that times out is not sent again whole: its
+//! records are released and cut again at half the size. Batches are sent
+//! `Content-Encoding: zstd` (or gzip) once the ledger advertises it in
+//! `Accept-Encoding` (`[ledger] compression`, `common::coding`).
+//!
 //! # Invariants
 //! - **Invariant:** a record leaves the pending state only on the ledger's
 //!   per-event answer for it. No timeout, error or shutdown drops anything:
@@ -23,16 +31,18 @@
 //!   a later batch may be *recorded* before an earlier one that is being
 //!   retried (see docs/ledger.md); with 1, the ledger records in seq order.
 //! - **Invariant:** memory is bounded by `inflight_batches_max ×
-//!   (batch_events_max, batch_bytes_max)`, whatever the backlog.
+//!   (batch_events_max, batch_bytes_max)` (plus one compressed copy of each
+//!   batch), whatever the backlog; adaptive sizing only ever goes below these.
 //! - **Invariant:** the ledger token is never logged; [`ForwarderConfig`]'s
 //!   `Debug` redacts it.
 
 pub mod policy;
+pub mod sizing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::wire::{BatchResults, LedgerBatch, LedgerBatchEvent, LedgerResult, LedgerStatus};
 use prometheus_client::metrics::counter::Counter;
@@ -45,7 +55,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument as _;
 
+use common::coding::Coding;
 use policy::{decide, parse_retry_after, Ceiling, Decision, Reply, RetryKind, WorkQueue};
+use sizing::{LinkSizer, SizingLimits};
 
 /// How often an idle forwarder looks for new records when nobody calls
 /// [`ForwarderHandle::wake`]: short enough that an event reaches the ledger
@@ -113,6 +125,12 @@ pub struct ForwarderConfig {
     /// `client_key`), as read at start; re-read by [`ForwarderHandle`]'s
     /// [`common::tls::Reload`] on SIGHUP.
     pub tls: ClientTls,
+    /// `[ledger] compression`: which request codings may be used.
+    pub compression: Compression,
+    /// `[ledger] batch_sizing`: adaptive (per-URL [`sizing::LinkSizer`]) or
+    /// fixed (`batch_events_max` × `inflight_batches_max`, the behaviour
+    /// before 0.2).
+    pub adaptive_sizing: bool,
 }
 
 /// The forwarder's TLS files and what was read from them. `Default`: the
@@ -168,6 +186,52 @@ impl ClientTls {
     }
 }
 
+/// `[ledger] compression` (SPEC §5): which `Content-Encoding` batches are sent
+/// with. A coding is only used once the ledger has advertised it in an
+/// `Accept-Encoding` response header (any answer, the `/readyz` probe
+/// included); until then, and for a ledger that does not, batches go
+/// uncompressed. A 415 answer to a compressed batch turns compression off for
+/// that URL and the batch is sent again uncompressed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd if advertised, else gzip if advertised, else none (default).
+    Auto,
+    Zstd,
+    Gzip,
+    Off,
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Option<Compression> {
+        match s {
+            "auto" => Some(Compression::Auto),
+            "zstd" => Some(Compression::Zstd),
+            "gzip" => Some(Compression::Gzip),
+            "off" => Some(Compression::Off),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::Off => "off",
+        }
+    }
+
+    /// The codings to pick from, preferred first.
+    fn preferred(self) -> &'static [Coding] {
+        match self {
+            Compression::Auto => &[Coding::Zstd, Coding::Gzip],
+            Compression::Zstd => &[Coding::Zstd],
+            Compression::Gzip => &[Coding::Gzip],
+            Compression::Off => &[],
+        }
+    }
+}
+
 impl ForwarderConfig {
     /// A config with the SPEC §5 defaults.
     pub fn new(node_id: impl Into<String>, urls: Vec<String>, token: Secret) -> ForwarderConfig {
@@ -184,6 +248,8 @@ impl ForwarderConfig {
             idle_poll: IDLE_POLL_DEFAULT,
             probe_interval: LEDGER_PROBE_INTERVAL_DEFAULT,
             tls: ClientTls::default(),
+            compression: Compression::Auto,
+            adaptive_sizing: true,
         }
     }
 }
@@ -276,6 +342,12 @@ pub struct ForwardMetrics {
     /// `spoold_ledger_up`: 1 when the last request got an answer from a ledger
     /// able to take batches (2xx or 4xx), 0 after a network error or a 5xx.
     pub ledger_up: Gauge,
+    /// `spoold_forward_timeouts_total`: batch requests that got no answer
+    /// within `ledger.request_timeout` (each halves the next batch).
+    pub timeouts_total: Counter,
+    /// `spoold_forward_wire_bytes_total`: request bytes sent to ledgers, as
+    /// on the wire (after compression).
+    pub wire_bytes_total: Counter,
 }
 
 impl ForwardMetrics {
@@ -285,6 +357,8 @@ impl ForwardMetrics {
         registry.register("spoold_forward_batches", "Requests to the ledger by outcome", self.batches_total.clone());
         registry.register("spoold_forward_retries", "Batch retries after a retryable failure", self.retries_total.clone());
         registry.register("spoold_ledger_up", "1 if a ledger answered the last request", self.ledger_up.clone());
+        registry.register("spoold_forward_timeouts", "Batch requests that timed out", self.timeouts_total.clone());
+        registry.register("spoold_forward_wire_bytes", "Request body bytes sent to ledgers, after compression", self.wire_bytes_total.clone());
     }
 
     fn event(&self, result: &'static str, n: u64) {
@@ -320,7 +394,19 @@ pub struct ForwarderStatus {
     pub events_dead_total: u64,
 }
 
+/// What the forwarder knows about one ledger URL.
+struct Link {
+    sizer: LinkSizer,
+    /// The coding batches to this URL are sent with (learned from its
+    /// `Accept-Encoding`).
+    coding: Coding,
+    /// The URL answered 415 to a compressed batch: plain from then on,
+    /// whatever it advertises (until spoold restarts).
+    refused_coding: bool,
+}
+
 struct Shared {
+    links: Mutex<Vec<Link>>,
     status: Mutex<ForwarderStatus>,
     wake: Notify,
     rescan: AtomicBool,
@@ -466,7 +552,14 @@ pub fn spawn(
         }
     }
     let client = RwLock::new(build_client(&cfg, &cfg.tls)?);
+    let limits = SizingLimits {
+        events_max: cfg.batch_events_max,
+        inflight_max: cfg.inflight_batches_max,
+        request_timeout: cfg.request_timeout,
+    };
+    let links = cfg.urls.iter().map(|_| Link { sizer: LinkSizer::new(limits), coding: Coding::Identity, refused_coding: false }).collect();
     let shared = Arc::new(Shared {
+        links: Mutex::new(links),
         status: Mutex::new(ForwarderStatus { current_url: cfg.urls[0].clone(), ..ForwarderStatus::default() }),
         wake: Notify::new(),
         rescan: AtomicBool::new(false),
@@ -506,7 +599,11 @@ async fn probe(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             let base = &ctx.cfg.urls[(start + i) % n];
             let url = format!("{}/readyz", base.trim_end_matches('/'));
             let timeout = LEDGER_PROBE_TIMEOUT.min(ctx.cfg.request_timeout);
-            match ctx.client().get(&url).timeout(timeout).send().await {
+            let answer = ctx.client().get(&url).timeout(timeout).send().await;
+            if let Ok(r) = &answer {
+                learn_coding(&ctx, (start + i) % n, r.headers());
+            }
+            match answer {
                 Ok(r) if r.status().is_success() => {
                     up = true;
                     break;
@@ -553,7 +650,6 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     // so nothing is sent twice at once. Bounded by inflight × batch_events_max.
     let mut inflight_seqs: HashMap<tokio::task::Id, Vec<u64>> = HashMap::new();
     let mut busy: HashSet<u64> = HashSet::new();
-    let max = ctx.cfg.inflight_batches_max;
     let mut seen_requeues = ctx.spool.requeue_count();
     tracing::info!(node = %ctx.cfg.node_id, urls = ?ctx.cfg.urls, "forwarder started");
     loop {
@@ -569,9 +665,10 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             cursor = 0;
         }
         let mut read_failed = false;
+        let (mut n, mut max) = sizes(&ctx);
         while inflight.len() < max {
             let (spool, after) = (ctx.spool.clone(), cursor);
-            let (n, b) = (ctx.cfg.batch_events_max, ctx.cfg.batch_bytes_max);
+            let b = ctx.cfg.batch_bytes_max;
             match blocking(move || spool.read_pending(after, n, b)).await {
                 Ok(records) if records.is_empty() => break,
                 Ok(records) => {
@@ -584,6 +681,8 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
                     busy.extend(seqs.iter().copied());
                     let handle = inflight.spawn(forward_batch(Arc::clone(&ctx), fresh, shutdown.clone()));
                     inflight_seqs.insert(handle.id(), seqs);
+                    set_inflight(&ctx, inflight.len());
+                    (n, max) = sizes(&ctx);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "read pending records failed");
@@ -605,7 +704,7 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
                 _ = tokio::time::sleep(pause) => {}
             }
         } else {
-            let room = inflight.len() < max;
+            let room = inflight.len() < sizes(&ctx).1;
             tokio::select! {
                 changed = shutdown.changed() => if changed.is_err() { break },
                 Some(done) = inflight.join_next_with_id() => {
@@ -635,6 +734,31 @@ async fn run(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     tracing::info!("forwarder stopped");
 }
 
+/// Events of the next batch and batches in flight allowed now: the current
+/// URL's [`LinkSizer`], or the configured maxima with fixed sizing.
+fn sizes(ctx: &Ctx) -> (usize, usize) {
+    if !ctx.cfg.adaptive_sizing {
+        return (ctx.cfg.batch_events_max, ctx.cfg.inflight_batches_max);
+    }
+    let idx = ctx.shared.url_index.load(Ordering::SeqCst) % ctx.cfg.urls.len();
+    let links = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+    links.get(idx).map_or((1, 1), |l| (l.sizer.batch_events(), l.sizer.window()))
+}
+
+/// Takes the best coding a ledger advertises (`Accept-Encoding`) within
+/// `[ledger] compression`.
+fn learn_coding(ctx: &Ctx, idx: usize, headers: &reqwest::header::HeaderMap) {
+    let Some(accept) = headers.get(reqwest::header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else { return };
+    let coding = common::coding::pick(accept, ctx.cfg.compression.preferred());
+    let mut links = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = links.get_mut(idx).filter(|l| !l.refused_coding) {
+        if l.coding != coding {
+            tracing::info!(url = %ctx.cfg.urls[idx], coding = coding.token().unwrap_or("identity"), "ledger request coding");
+            l.coding = coding;
+        }
+    }
+}
+
 fn set_inflight(ctx: &Ctx, n: usize) {
     ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches = n;
 }
@@ -654,6 +778,16 @@ async fn forward_batch(ctx: Arc<Ctx>, records: Vec<Record>, mut shutdown: watch:
         );
         match send_until_answered(&ctx, &sub, &mut shutdown).instrument(span.clone()).await {
             None => return,
+            Some(Answered::TimedOut) => {
+                // Never the same large batch again: its records go back to the
+                // queue (they are still pending) and the run loop cuts them
+                // anew at the sizer's halved size, from the start of the queue.
+                let _e = span.enter();
+                tracing::info!("batch timed out; it will be cut again at half the size");
+                ctx.shared.rescan.store(true, Ordering::SeqCst);
+                ctx.shared.wake.notify_one();
+                return;
+            }
             Some(Answered::Results(results, attempts)) => apply(&ctx, &sub, &results, attempts).instrument(span).await,
             Some(Answered::Refused(code, reason, attempts)) => {
                 if let Some(poison) = queue.refused(sub) {
@@ -681,6 +815,9 @@ async fn forward_batch(ctx: Arc<Ctx>, records: Vec<Record>, mut shutdown: watch:
 enum Answered {
     Results(Vec<LedgerResult>, u32),
     Refused(u16, String, u32),
+    /// No answer within the request timeout, with adaptive sizing and more
+    /// than one event: the records are released, to be cut again smaller.
+    TimedOut,
 }
 
 fn total_attempts(r: &Record, attempts: u32) -> u32 {
@@ -729,11 +866,64 @@ async fn send_until_answered(ctx: &Ctx, sub: &[Record], shutdown: &mut watch::Re
         tracing::Span::current().record("attempt", attempt);
         let idx = ctx.shared.url_index.load(Ordering::SeqCst) % ctx.cfg.urls.len();
         let url = &ctx.cfg.urls[idx];
+        let (coding, inflight) = {
+            let links = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+            let inflight = ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).inflight_batches;
+            (links.get(idx).map_or(Coding::Identity, |l| l.coding), inflight.max(1))
+        };
+        let wire = match encoded(&body, coding).await {
+            Some(w) => w,
+            None => return None,
+        };
+        let wire_bytes = u64::try_from(wire.len()).unwrap_or(u64::MAX);
+        ctx.metrics.wire_bytes_total.inc_by(wire_bytes);
         ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).attempts_total += 1;
-        let (reply, results, detail) = tokio::select! {
-            r = send_once(ctx, url, body.clone(), sub) => r,
+        let started = Instant::now();
+        let sent = tokio::select! {
+            r = send_once(ctx, url, wire, coding, sub) => r,
             _ = shutdown.changed() => return None,
         };
+        let elapsed = started.elapsed();
+        if coding == Coding::Identity || !matches!(sent.reply, Reply::Status { code: 415, .. }) {
+            if let Some(h) = &sent.headers {
+                learn_coding(ctx, idx, h);
+            }
+        }
+        if coding != Coding::Identity && matches!(sent.reply, Reply::Status { code: 415, .. }) {
+            // The ledger does not decode this coding after all: plain from now on.
+            tracing::warn!(url = %url, coding = coding.token().unwrap_or(""), "ledger refused a compressed batch (415); sending uncompressed");
+            if let Some(l) = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner()).get_mut(idx) {
+                l.coding = Coding::Identity;
+                l.refused_coding = true;
+            }
+            continue;
+        }
+        {
+            let mut links = ctx.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = links.get_mut(idx) {
+                if sent.timed_out {
+                    l.sizer.on_timeout(sub.len());
+                } else if matches!(sent.reply, Reply::Status { code: 200..=299, .. }) {
+                    l.sizer.on_answer(sub.len(), wire_bytes, inflight, elapsed);
+                }
+            }
+        }
+        if sent.timed_out {
+            ctx.metrics.timeouts_total.inc();
+            if ctx.cfg.adaptive_sizing && sub.len() > 1 {
+                ctx.metrics.retries_total.inc();
+                ctx.metrics.batch("retry");
+                note_up(ctx, false, Some(&describe(&sent.reply)));
+                // As for any transient failure, the next attempt goes to the
+                // next ledger URL (a black-holed one is left after one timeout).
+                let n = ctx.cfg.urls.len();
+                let _ = ctx.shared.url_index.compare_exchange(idx, (idx + 1) % n, Ordering::SeqCst, Ordering::SeqCst);
+                let next = ctx.cfg.urls[ctx.shared.url_index.load(Ordering::SeqCst) % n].clone();
+                ctx.shared.status.lock().unwrap_or_else(|p| p.into_inner()).current_url = next;
+                return Some(Answered::TimedOut);
+            }
+        }
+        let (reply, results, detail) = (sent.reply, sent.results, sent.detail);
         let decision = decide(&reply, ceiling.next_ceiling(), ctx.cfg.retry_max, rand::random::<f64>());
         match decision {
             Decision::Apply => {
@@ -797,6 +987,39 @@ fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
     bytes::Bytes::from(v)
 }
 
+/// The body in `coding` (compression runs on the blocking pool: a few ms
+/// per batch).
+async fn encoded(body: &bytes::Bytes, coding: Coding) -> Option<bytes::Bytes> {
+    if coding == Coding::Identity {
+        return Some(body.clone());
+    }
+    let b = body.clone();
+    match tokio::task::spawn_blocking(move || common::coding::encode(coding, &b)).await {
+        Ok(Ok(v)) => Some(bytes_of(v)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot compress batch");
+            Some(body.clone())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "compress task failed");
+            None
+        }
+    }
+}
+
+/// What one request produced.
+struct Sent {
+    reply: Reply,
+    /// The results of a good 2xx.
+    results: Option<Vec<LedgerResult>>,
+    /// For other answers, the ledger's error (`code: message`) if it sent one.
+    detail: String,
+    /// The answer's headers (for `Accept-Encoding`), when there was one.
+    headers: Option<reqwest::header::HeaderMap>,
+    /// No answer within the request timeout.
+    timed_out: bool,
+}
+
 fn describe(reply: &Reply) -> String {
     let s = match reply {
         Reply::Status { code, .. } => format!("HTTP {code}"),
@@ -826,22 +1049,23 @@ fn note_up(ctx: &Ctx, up: bool, error: Option<&str>) {
 /// dead-letter reason).
 const ERROR_BODY_BYTES_MAX: usize = 4096;
 
-/// One request. Returns the reply for the policy, the results of a good 2xx,
-/// and for other answers the ledger's error (`code: message`) if it sent one.
-async fn send_once(ctx: &Ctx, url: &str, body: bytes::Bytes, sub: &[Record]) -> (Reply, Option<Vec<LedgerResult>>, String) {
+/// One request of an already encoded body.
+async fn send_once(ctx: &Ctx, url: &str, body: bytes::Bytes, coding: Coding, sub: &[Record]) -> Sent {
     let endpoint = format!("{}/v1/batches", url.trim_end_matches('/'));
-    let resp = ctx
+    let mut req = ctx
         .client()
         .post(&endpoint)
         .bearer_auth(ctx.cfg.token.expose())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
-    let resp = match resp {
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = coding.token() {
+        req = req.header(reqwest::header::CONTENT_ENCODING, t);
+    }
+    let sent = |reply, results, detail, headers, timed_out| Sent { reply, results, detail, headers, timed_out };
+    let resp = match req.body(body).send().await {
         Ok(r) => r,
-        Err(e) => return (Reply::Transport(transport_error(&e)), None, String::new()),
+        Err(e) => return sent(Reply::Transport(transport_error(&e)), None, String::new(), None, e.is_timeout()),
     };
+    let headers = Some(resp.headers().clone());
     let code = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -857,18 +1081,21 @@ async fn send_once(ctx: &Ctx, url: &str, body: bytes::Bytes, sub: &[Record]) -> 
                 }
             }
         }
-        return (Reply::Status { code, retry_after }, None, detail);
+        return sent(Reply::Status { code, retry_after }, None, detail, headers, false);
     }
     if resp.content_length().is_some_and(|n| n > RESPONSE_BYTES_MAX as u64) {
-        return (Reply::BadBody("response too large".into()), None, String::new());
+        return sent(Reply::BadBody("response too large".into()), None, String::new(), headers, false);
     }
     let bytes = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return (Reply::BadBody(format!("read response: {}", transport_error(&e))), None, String::new()),
+        Err(e) => {
+            let timed_out = e.is_timeout();
+            return sent(Reply::BadBody(format!("read response: {}", transport_error(&e))), None, String::new(), headers, timed_out);
+        }
     };
     match check_results(&bytes, sub) {
-        Ok(results) => (Reply::Status { code, retry_after }, Some(results), String::new()),
-        Err(e) => (Reply::BadBody(e), None, String::new()),
+        Ok(results) => sent(Reply::Status { code, retry_after }, Some(results), String::new(), headers, false),
+        Err(e) => sent(Reply::BadBody(e), None, String::new(), headers, false),
     }
 }
 

@@ -74,6 +74,12 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.stats().await,
         }
     }
+    async fn digests(&self, ids: Vec<String>) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+        match self {
+            AnyStore::Sled(s) => s.digests(ids).await,
+            AnyStore::Postgres(s) => s.digests(ids).await,
+        }
+    }
     async fn health(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Sled(s) => s.health().await,

@@ -581,6 +581,26 @@ impl Store for PgStore {
         Ok(StoreStats { backend: "postgres", events: to_u64(events, "count")?, ledger_seq_max: to_u64(max, "ledger_seq")? })
     }
 
+    async fn digests(&self, ids: Vec<String>) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT id, digest FROM ledger_events WHERE id = ANY($1)")
+            .await
+            .map_err(pg_err)?;
+        let mut found: HashMap<String, [u8; 32]> = HashMap::with_capacity(ids.len());
+        for r in client.query(&stmt, &[&ids]).await.map_err(pg_err)? {
+            let id: String = r.try_get(0).map_err(pg_err)?;
+            let d: Vec<u8> = r.try_get(1).map_err(pg_err)?;
+            let d: [u8; 32] =
+                d.as_slice().try_into().map_err(|_| StoreError::Corrupt(format!("digest of {id:?} is not 32 bytes")))?;
+            found.insert(id, d);
+        }
+        Ok(ids.iter().map(|id| found.get(id).copied()).collect())
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg_err)?;
@@ -621,6 +641,18 @@ mod tests {
         let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}schema=t_{tag}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+    }
+
+    #[tokio::test]
+    async fn digests_are_those_of_the_recorded_events() {
+        let store = PgStore::new(&test_url("pgdig")).expect("store");
+        store.health().await.expect("postgres reachable (set OFFGRID_PG_URL)");
+        let (a, b) = (event("a", 1), event("b", 2));
+        let inc = |e: &Event| IncomingEvent { node_seq: 1, received_at: OffsetDateTime::now_utc(), event: e.clone() };
+        store.record_batch("n1", vec![inc(&a), inc(&b)]).await.expect("batch");
+        let got = store.digests(vec!["b".into(), "nope".into(), "a".into()]).await.expect("digests");
+        assert_eq!(got, vec![Some(b.digest()), None, Some(a.digest())]);
+        store.drop_schema().await.expect("drop schema");
     }
 
     #[tokio::test]

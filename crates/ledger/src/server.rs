@@ -117,7 +117,19 @@ impl<S: Store> Api<S> {
         }
     }
 
+    /// Every answer advertises the request codings ledgerd decodes
+    /// (`Accept-Encoding`, RFC 7694 §3): a forwarder learns from its first
+    /// answer (a batch, or the `/readyz` probe) that it may compress.
     async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
+        let mut resp = self.route(req).await;
+        resp.headers_mut().insert(
+            hyper::header::ACCEPT_ENCODING,
+            hyper::header::HeaderValue::from_static(common::coding::ACCEPTED_REQUEST_CODINGS),
+        );
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> HttpResponse {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
         match (req.method().clone(), path.as_str()) {
@@ -141,6 +153,10 @@ impl<S: Store> Api<S> {
                 match (method, p) {
                     (Method::POST, "/v1/batches") => match role {
                         Role::Node | Role::Admin => self.post_batch(req).await,
+                        Role::Merchant(_) => forbidden(),
+                    },
+                    (Method::POST, "/v1/reconcile") => match role {
+                        Role::Node | Role::Admin => self.reconcile(req).await,
                         Role::Merchant(_) => forbidden(),
                     },
                     (Method::GET, "/v1/events") => self.list_events(role, &query).await,
@@ -175,15 +191,9 @@ impl<S: Store> Api<S> {
         if !is_json(&req) {
             return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorDetail::new("unsupported_media_type", "send application/json"));
         }
-        let body = match read_body(req.into_body(), self.limits.body_bytes_max, self.limits.body_read_timeout).await {
+        let body = match self.read_request_body(req).await {
             Ok(b) => b,
-            Err(BodyError::TooLarge(n)) => {
-                return error_response(StatusCode::PAYLOAD_TOO_LARGE, ErrorDetail::new("too_large", format!("body over {n} bytes")))
-            }
-            Err(e @ BodyError::Timeout(_)) => {
-                return error_response(StatusCode::REQUEST_TIMEOUT, ErrorDetail::new("timeout", e.to_string()))
-            }
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, ErrorDetail::new("bad_request", e.to_string())),
+            Err(resp) => return *resp,
         };
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -286,6 +296,111 @@ impl<S: Store> Api<S> {
         self.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(accepted = counts[0], duplicate = counts[1], conflict = counts[2], rejected = counts[3], "batch recorded");
         json_response(StatusCode::OK, &BatchResults { results })
+    }
+
+    /// Reads a JSON request body under `[limits] body_bytes_max`, on the wire
+    /// *and* decoded: a `Content-Encoding: zstd`/`gzip` body is decoded with a
+    /// hard bound on its decoded size (a zip bomb: 413, nothing recorded).
+    async fn read_request_body(&self, req: Request<Incoming>) -> Result<Vec<u8>, Box<HttpResponse>> {
+        let coding = req.headers().get(hyper::header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
+        let Some(coding) = common::coding::Coding::from_content_encoding(coding) else {
+            return Err(Box::new(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorDetail::new(
+                    "unsupported_media_type",
+                    format!("Content-Encoding must be one of: identity, {}", common::coding::ACCEPTED_REQUEST_CODINGS),
+                ),
+            )));
+        };
+        let max = self.limits.body_bytes_max;
+        let too_large = |what: &str| {
+            Box::new(error_response(StatusCode::PAYLOAD_TOO_LARGE, ErrorDetail::new("too_large", format!("{what} over {max} bytes"))))
+        };
+        let wire = match read_body(req.into_body(), max, self.limits.body_read_timeout).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(_)) => return Err(too_large("body")),
+            Err(e @ BodyError::Timeout(_)) => {
+                return Err(Box::new(error_response(StatusCode::REQUEST_TIMEOUT, ErrorDetail::new("timeout", e.to_string()))))
+            }
+            Err(e) => return Err(Box::new(error_response(StatusCode::BAD_REQUEST, ErrorDetail::new("bad_request", e.to_string())))),
+        };
+        match tokio::task::spawn_blocking(move || common::coding::decode_bounded(coding, &wire, max)).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(common::coding::DecodeError::TooLarge(_))) => {
+                tracing::warn!(coding = ?coding, bytes_max = max, "request body decodes past the limit; refused");
+                Err(too_large("decoded body"))
+            }
+            Ok(Err(e)) => Err(Box::new(error_response(StatusCode::BAD_REQUEST, ErrorDetail::new("bad_request", e.to_string())))),
+            Err(e) => Err(Box::new(error_response(StatusCode::INTERNAL_SERVER_ERROR, ErrorDetail::new("internal", e.to_string())))),
+        }
+    }
+
+    /// `POST /v1/reconcile` (node, admin): for each `(id, digest)`, whether the
+    /// ledger holds that event (`present`), another one under the id
+    /// (`different`), or nothing (`missing`). Says nothing else about the
+    /// stored event: a node learns no more than a batch's
+    /// `duplicate`/`conflict` would tell it.
+    async fn reconcile(&self, req: Request<Incoming>) -> HttpResponse {
+        use common::wire::{ReconcileRequest, ReconcileResult, ReconcileStatus, RECONCILE_ENTRIES_MAX};
+        if !is_json(&req) {
+            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorDetail::new("unsupported_media_type", "send application/json"));
+        }
+        let body = match self.read_request_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return *resp,
+        };
+        let parsed: ReconcileRequest = match spool_format::json::from_slice_strict_as(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                let mut detail = ErrorDetail::new("invalid_json", e.message);
+                if let Some(key) = e.duplicate_key {
+                    detail = detail.with_field(key);
+                }
+                return error_response(StatusCode::BAD_REQUEST, detail);
+            }
+        };
+        if parsed.events.len() > RECONCILE_ENTRIES_MAX {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorDetail::new("too_large", format!("at most {RECONCILE_ENTRIES_MAX} entries per request")),
+            );
+        }
+        let mut digests = Vec::with_capacity(parsed.events.len());
+        for (i, e) in parsed.events.iter().enumerate() {
+            // Any id may be asked about (one the ledger cannot hold is simply
+            // `missing`); the digest must be one.
+            let Some(d) = decode_digest(&e.digest) else {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorDetail::new("invalid_request", format!("events[{i}].digest: must be 64 hex digits"))
+                        .with_field(format!("events[{i}].digest")),
+                );
+            };
+            digests.push(d);
+        }
+        let ids: Vec<String> = parsed.events.into_iter().map(|e| e.id).collect();
+        let r = self.store.digests(ids.clone()).await;
+        self.note_store(&r);
+        match r {
+            Ok(stored) if stored.len() == ids.len() => {
+                let results: Vec<ReconcileResult> = ids
+                    .into_iter()
+                    .zip(stored)
+                    .zip(digests)
+                    .map(|((id, have), want)| ReconcileResult {
+                        id,
+                        status: match have {
+                            None => ReconcileStatus::Missing,
+                            Some(h) if h == want => ReconcileStatus::Present,
+                            Some(_) => ReconcileStatus::Different,
+                        },
+                    })
+                    .collect();
+                json_response(StatusCode::OK, &BatchResults { results })
+            }
+            Ok(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, ErrorDetail::new("internal", "store answer count mismatch")),
+            Err(e) => store_error(e),
+        }
     }
 
     async fn get_event(&self, role: Role, id: &str) -> HttpResponse {
@@ -394,6 +509,20 @@ fn parse_entry(entry: &serde_json::Value) -> Result<IncomingEvent, (String, Erro
     Ok(IncomingEvent { node_seq, received_at, event })
 }
 
+/// 64 hex digits (either case) to 32 bytes.
+fn decode_digest(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let v = char::from(pair[0]).to_digit(16)? * 16 + char::from(pair[1]).to_digit(16)?;
+        out[i] = u8::try_from(v).ok()?;
+    }
+    Some(out)
+}
+
 fn visible(role: Role, e: &Event) -> bool {
     match role {
         Role::Admin => true,
@@ -407,7 +536,7 @@ fn visible(role: Role, e: &Event) -> bool {
 /// are the routes matched in `handle`.
 fn wrong_method_or_not_found(path: &str) -> HttpResponse {
     let allow = match path {
-        "/v1/batches" => "POST",
+        "/v1/batches" | "/v1/reconcile" => "POST",
         "/healthz" | "/readyz" | "/metrics" | "/v1/events" | "/v1/stats" => "GET",
         p if p.strip_prefix("/v1/events/").is_some() => "GET",
         _ => return not_found(),

@@ -758,6 +758,13 @@ impl SledStore {
         Ok(page.unwrap_or(Page { events: walk.out, next_after: None }))
     }
 
+    /// The digest of the event recorded under `id`: the row is read and
+    /// decoded (its chunk's CRC32C checked) and the canonical event digested,
+    /// the same digest `record_batch` compares for duplicate and conflict.
+    fn digest_blocking(&self, id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.get_blocking(id)?.map(|e| e.event.digest()))
+    }
+
     /// Layout 1: walks an index (`s` or `P/R/Y<uuid>`) up to the last layout-1 seq.
     fn query_v1(&self, walk: &mut Walk, start_seq: u64, party: Option<(Uuid, u8)>) -> Result<Option<Page>, StoreError> {
         let end_seq = self.inner.v1_seq_max;
@@ -855,6 +862,11 @@ impl Store for SledStore {
         Ok(StoreStats { backend: "sled", events: w.count, ledger_seq_max: w.next_seq.saturating_sub(1) })
     }
 
+    async fn digests(&self, ids: Vec<String>) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+        let this = self.clone();
+        blocking(move || ids.iter().map(|id| this.digest_blocking(id)).collect()).await
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.check_failed()
     }
@@ -879,6 +891,18 @@ mod tests {
     }
 
     const PAYEE_A: &str = "2b6f0d1e-4c1a-4f9e-9a6b-3c2d1e0f9a8b";
+
+    #[tokio::test]
+    async fn digests_are_those_of_the_recorded_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), false).expect("open");
+        let (a, b) = (event("a", 1, PAYEE_A), event("b", 2, PAYEE_A));
+        s.record_batch("n1", vec![inc(1, a.clone()), inc(2, b.clone())]).await.expect("batch");
+        let got = s.digests(vec!["b".into(), "nope".into(), "a".into()]).await.expect("digests");
+        assert_eq!(got, vec![Some(b.digest()), None, Some(a.digest())]);
+        assert_ne!(a.digest(), event("a", 9, PAYEE_A).digest(), "another event under the same id differs");
+        assert_eq!(s.digests(Vec::new()).await.expect("empty"), Vec::<Option<[u8; 32]>>::new());
+    }
     const PAYEE_B: &str = "4d3c2b1a-0f9e-4d8c-b7a6-f5e4d3c2b1a0";
 
     /// A store that holds less than its state file says was durable refuses to

@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
     /// Events matching `filter`, in `ledger_seq` order.
     fn query(&self, filter: Filter) -> impl Future<Output = Result<Page, StoreError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
+    /// The digest of the event recorded under each of `ids` (`None`: no such
+    /// id), in input order. Reconciliation (`POST /v1/reconcile`).
+    fn digests(&self, ids: Vec<String>) -> impl Future<Output = Result<Vec<Option<[u8; 32]>>, StoreError>> + Send;
     /// `Ok` when the store can serve reads and writes right now.
     fn health(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -90,6 +90,10 @@ pub enum Cmd {
     },
     /// Check every record's checksum and the indexes; exit 1 on any fault
     Verify,
+    /// Ask the ledger whether it holds every acked event still kept here; with
+    /// --requeue, send the missing ones again. Exit 1 when some are missing
+    /// (and not requeued) or different
+    Reconcile(ReconcileArgs),
     /// Manage dead letters (events the ledger refused)
     Dlq {
         #[command(subcommand)]
@@ -167,6 +171,29 @@ pub struct ExportArgs {
     /// Output file ("-" for stdout); written to FILE.partial, fsynced, then renamed
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Only records received at or after this time: RFC 3339 or an age ("2h", "7d")
+    #[arg(long, value_name = "TIME-OR-AGE")]
+    pub since: Option<String>,
+    /// Only records received before this time: RFC 3339 or an age
+    #[arg(long, value_name = "TIME-OR-AGE")]
+    pub until: Option<String>,
+    /// Put the records the ledger lacks back to pending: the forwarder sends them again
+    /// (the ledger's dedupe keeps the effect exactly once); audited
+    #[arg(long)]
+    pub requeue: bool,
+    /// The ledger to ask [default: online, the daemon's current ledger URL]
+    #[arg(long, value_name = "URL")]
+    pub ledger_url: Option<String>,
+    /// This node's ledger bearer secret (spoold.toml `ledger.token_file`)
+    #[arg(long, value_name = "FILE", default_value = "/etc/offgrid/ledger.token")]
+    pub ledger_token_file: PathBuf,
+    /// Why, for the spool's audit log (with --requeue)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

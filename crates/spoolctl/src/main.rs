@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod cli;
 mod output;
+mod reconcile;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -369,6 +370,7 @@ async fn dispatch(cli: &Cli, b: &mut Backend) -> anyhow::Result<u8> {
             Ok(if total == 0 { 0 } else { EXIT_FAILED })
         }
         Cmd::Dlq { cmd } => dlq(b, cmd, json).await,
+        Cmd::Reconcile(args) => reconcile::run(b, args, json).await,
         Cmd::Completions { .. } | Cmd::Man => Ok(0),
     }
 }

@@ -1,7 +1,17 @@
 //! A fault-injecting TCP proxy for end-to-end tests: listens on a loopback
 //! port and forwards to a target, with a mode switchable at run time. Modes
 //! apply to new AND existing connections (checked on every chunk), so pooled
-//! keep-alive connections are affected too.
+//! keep-alive connections are affected too, except [`Mode::Thin`], which
+//! applies to the connections opened while it is set (a thin link is a
+//! route, not a fault of a moment).
+//!
+//! [`Mode::Thin`] is a slow backup line: each direction has a bandwidth
+//! shared by every connection of the proxy (bytes are queued in order and
+//! leave at `bytes_per_second`) and a one-way delay added after
+//! transmission, so a round trip costs twice `one_way_delay` plus the
+//! transmission time of what is sent. The link buffers at most
+//! [`THIN_BUFFER_BYTES`] per connection and direction (then the sender waits,
+//! as TCP would).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +54,26 @@ pub enum Mode {
     /// Packet loss: for each request chunk, with probability `percent`/100, the
     /// chunk is lost and the connection stalls (blackholed) from then on.
     Lossy { percent: u8 },
+    /// A thin link: `bytes_per_second` each way, shared by all connections,
+    /// plus `one_way_delay` each way (round trip: twice it). For connections
+    /// opened while it is set.
+    Thin { bytes_per_second: u64, one_way_delay: Duration },
+}
+
+/// Bytes a thin link holds per connection and direction before the sender
+/// waits: 64 KiB, half a second of a 1 Mbit/s line (a modest router buffer).
+pub const THIN_BUFFER_BYTES: usize = 64 << 10;
+/// Largest chunk a thin link moves at once (pacing granularity: 32 ms at 1 Mbit/s).
+const THIN_CHUNK_BYTES: usize = 4 << 10;
+
+/// When the next byte may start on each direction of a thin link, and the
+/// bytes that crossed the proxy each way.
+#[derive(Debug, Default)]
+struct Wire {
+    up_free: std::sync::Mutex<Option<tokio::time::Instant>>,
+    down_free: std::sync::Mutex<Option<tokio::time::Instant>>,
+    up_bytes: AtomicU64,
+    down_bytes: AtomicU64,
 }
 
 /// A running proxy; stops (and drops every connection) when dropped.
@@ -52,6 +82,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     mode: watch::Sender<Mode>,
     connections: Arc<AtomicU64>,
+    wire: Arc<Wire>,
     task: JoinHandle<()>,
 }
 
@@ -74,6 +105,8 @@ impl Proxy {
         let (mode, rx) = watch::channel(Mode::Pass);
         let connections = Arc::new(AtomicU64::new(0));
         let conns = Arc::clone(&connections);
+        let wire = Arc::new(Wire::default());
+        let w = Arc::clone(&wire);
         let task = tokio::spawn(async move {
             let mut set = JoinSet::new();
             let mut listener = Some(listener);
@@ -95,14 +128,19 @@ impl Proxy {
                     accepted = async { match &listener { Some(l) => l.accept().await, None => std::future::pending().await } } => {
                         let Ok((client, _)) = accepted else { continue };
                         conns.fetch_add(1, Ordering::Relaxed);
-                        set.spawn(handle(client, target, rx.clone()));
+                        match *rx.borrow() {
+                            Mode::Thin { bytes_per_second, one_way_delay } => {
+                                set.spawn(thin(client, target, bytes_per_second.max(1), one_way_delay, Arc::clone(&w), rx.clone()))
+                            }
+                            _ => set.spawn(handle(client, target, rx.clone(), Arc::clone(&w))),
+                        };
                     }
                     changed = mode_rx.changed() => if changed.is_err() { return },
                     Some(_) = set.join_next(), if !set.is_empty() => {}
                 }
             }
         });
-        Ok(Proxy { addr, mode, connections, task })
+        Ok(Proxy { addr, mode, connections, wire, task })
     }
 
     /// `http://127.0.0.1:<port>`
@@ -121,6 +159,11 @@ impl Proxy {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Bytes passed so far: (client to target, target to client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.wire.up_bytes.load(Ordering::Relaxed), self.wire.down_bytes.load(Ordering::Relaxed))
     }
 }
 
@@ -142,7 +185,84 @@ fn reset(s: &TcpStream) {
     let _ = s.set_zero_linger();
 }
 
-async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<Mode>) {
+/// One connection over a thin link: each direction is a reader that stamps
+/// every chunk with the time it will have crossed the link, and a writer that
+/// delivers it then.
+async fn thin(client: TcpStream, target: SocketAddr, rate: u64, delay: Duration, wire: Arc<Wire>, mut mode: watch::Receiver<Mode>) {
+    let server = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(_) => {
+            reset(&client);
+            return;
+        }
+    };
+    let _ = (client.set_nodelay(true), server.set_nodelay(true));
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let up = pump(cr, sw, rate, delay, Arc::clone(&wire), true);
+    let down = pump(sr, cw, rate, delay, wire, false);
+    let cut = async {
+        loop {
+            if mode.changed().await.is_err() {
+                return;
+            }
+            if matches!(*mode.borrow(), Mode::Partition | Mode::Reset | Mode::Refuse) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        _ = cut => {}
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    rate: u64,
+    delay: Duration,
+    wire: Arc<Wire>,
+    upstream: bool,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(THIN_BUFFER_BYTES / THIN_CHUNK_BYTES);
+    let reader = async move {
+        let mut buf = vec![0u8; THIN_CHUNK_BYTES];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let on_wire = Duration::from_secs_f64(n as f64 / rate as f64);
+            let crossed = {
+                let free = if upstream { &wire.up_free } else { &wire.down_free };
+                let mut free = free.lock().unwrap_or_else(|p| p.into_inner());
+                let now = tokio::time::Instant::now();
+                let start = free.map_or(now, |f| f.max(now));
+                let done = start + on_wire;
+                *free = Some(done);
+                done
+            };
+            let counter = if upstream { &wire.up_bytes } else { &wire.down_bytes };
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            if tx.send((crossed + delay, buf[..n].to_vec())).await.is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
+async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<Mode>, wire: Arc<Wire>) {
     let _ = client.set_nodelay(true);
     let m = *mode.borrow();
     if matches!(m, Mode::Partition | Mode::Reset | Mode::Refuse) {
@@ -188,7 +308,7 @@ async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver
                     continue;
                 }
                 match m {
-                    Mode::Pass | Mode::Truncate(_) => {}
+                    Mode::Pass | Mode::Truncate(_) | Mode::Thin { .. } => {}
                     Mode::Delay(d) => tokio::time::sleep(d).await,
                     Mode::Blackhole => continue,
                     Mode::Close => return,
@@ -215,6 +335,7 @@ async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver
                     reset(cw.as_ref());
                     return;
                 }
+                wire.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
             n = sr.read(&mut sbuf) => {
                 let n = match n { Ok(0) | Err(_) => { let _ = cw.shutdown().await; return; } Ok(n) => n };
@@ -245,6 +366,7 @@ async fn handle(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver
                 if cw.write_all(&sbuf[..n]).await.is_err() {
                     return;
                 }
+                wire.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }
@@ -312,5 +434,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(roundtrip(p.addr, b"again").await.expect("pass"), b"again");
         assert!(p.connections() >= 6);
+    }
+
+    /// A thin link takes the transmission time plus the delay each way; two
+    /// connections share its bandwidth. Timings are generous lower bounds
+    /// (a loaded machine is only ever slower) plus a loose upper bound.
+    #[tokio::test]
+    async fn a_thin_link_limits_bandwidth_and_adds_latency_both_ways() {
+        let p = Proxy::start(echo_server().await).await.expect("proxy");
+        p.set_mode(Mode::Thin { bytes_per_second: 100_000, one_way_delay: Duration::from_millis(50) });
+        // 1 byte: only the round trip of 2 × 50 ms.
+        let t = std::time::Instant::now();
+        assert_eq!(roundtrip(p.addr, b"x").await.expect("thin"), b"x");
+        let rtt = t.elapsed();
+        assert!(rtt >= Duration::from_millis(100) && rtt < Duration::from_secs(2), "{rtt:?}");
+        // 2 × 20 KB at once over 100 KB/s: 0.4 s up (shared), echoed back as
+        // it arrives (down overlaps up), plus the round trip.
+        let msg = vec![7u8; 20_000];
+        let t = std::time::Instant::now();
+        let (a, b) = tokio::join!(roundtrip(p.addr, &msg), roundtrip(p.addr, &msg));
+        assert_eq!((a.expect("a").len(), b.expect("b").len()), (20_000, 20_000));
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(480), "shared bandwidth plus the round trip: {took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let (up, down) = p.bytes();
+        assert_eq!((up, down), (40_001, 40_001));
     }
 }

@@ -21,7 +21,8 @@
 //! The network faults use the proxy only (`net=proxy`): no network
 //! namespaces, so the suite needs no privileges except where a scenario says.
 //!
-//! `OFFGRID_SLOW_TESTS=1` runs the long variants (the full 200-cycle crash loop).
+//! `OFFGRID_SLOW_TESTS=1` runs the long variants (the full 200-cycle crash
+//! loop, the 80 s thin link).
 
 mod crash_loop;
 mod dns_failure;
@@ -29,12 +30,14 @@ mod flapping_power;
 mod inode_exhaustion;
 mod kernel_panic;
 mod ledger_db_crash;
+mod ledger_restore;
 mod packet_loss;
 mod planned_restarts;
 mod power_incident;
 mod read_leak;
 mod slowloris;
 mod table_locks;
+mod thin_link;
 mod two_edges_isolated;
 mod vrack_partition;
 

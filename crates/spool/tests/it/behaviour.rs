@@ -120,6 +120,32 @@ fn dead_letters_requeue_and_drop() {
 }
 
 #[test]
+fn acked_records_requeue_to_pending_and_nothing_else_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(dir.path());
+    rt().block_on(async {
+        for i in 0..4 {
+            spool.append(event(&format!("r{i}"), 1)).await.expect("append");
+        }
+        spool.mark_acked(&[(1, 2, Some(10)), (2, 1, Some(11)), (3, 1, Some(12))]).expect("ack");
+        spool.mark_dead(4, 1, "rejected", "bad").expect("dead");
+        // 1 and 3 are acked; 4 is dead, 99 unknown, 3 named twice.
+        assert_eq!(spool.requeue_acked(&[1, 3, 4, 99, 3]).await.expect("requeue"), 2);
+        assert_eq!(spool.requeue_acked(&[1]).await.expect("again"), 0, "no longer acked");
+        assert_eq!(spool.requeue_acked(&[]).await.expect("none"), 0);
+    });
+    let pending: Vec<u64> = spool.read_pending(0, 10, usize::MAX).expect("read").iter().map(|r| r.seq).collect();
+    assert_eq!(pending, vec![1, 3]);
+    assert_eq!(spool.get(1).expect("get").expect("present").attempts, 0, "attempts start over");
+    assert!(matches!(spool.get(2).expect("get").expect("present").state, State::Acked { .. }));
+    assert!(matches!(spool.get(4).expect("get").expect("present").state, State::Dead { .. }));
+    let s = spool.stats().expect("stats");
+    assert_eq!((s.pending_events, s.acked_events, s.dead_events), (2, 1, 1));
+    // Still the same records under the same ids: dedupe applies.
+    assert_eq!(spool.lookup("r0").expect("lookup").expect("present").seq, 1);
+}
+
+#[test]
 fn seqs_stay_monotonic_across_reopen_and_compaction() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
