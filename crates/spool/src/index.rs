@@ -6,7 +6,7 @@
 //! *partitions* by seq:
 //! - the **open partition**, in memory and exact: a hash map fingerprint → seq
 //!   holding at most [`OPEN_IDS_MAX`] ids (≈17 bytes per id, preallocated:
-//!   17 MiB), rebuilt at open from the blocks it covers (at most that many
+//!   4.3 MiB), rebuilt at open from the blocks it covers (at most that many
 //!   entries, never the whole backlog);
 //! - **sealed partitions**, written once with the group commit that fills the
 //!   open one: the (fingerprint, seq) pairs sorted, in run chunks of at most
@@ -35,9 +35,12 @@ use xorf::{BinaryFuse8, BinaryFuse8Ref, DmaSerializable, Filter, FilterRef};
 use crate::layout::{key, key2, le_u64, seal, unseal, P_FILTER, P_PARTITION, P_RUN, VALUE_BYTES_MAX};
 use crate::SpoolError;
 
-/// Ids in the open partition before it is sealed: 7/8 of 2^20, so that the
-/// preallocated hash map (2^20 slots of 17 bytes: 17 MiB) never grows.
-pub(crate) const OPEN_IDS_MAX: usize = 917_504;
+/// Ids in the open partition before it is sealed: 7/8 of 2^18, so that the
+/// preallocated hash map (2^18 slots of 17 bytes: 4.3 MiB) never grows. It
+/// bounds the work of an open (the open partition is rebuilt from at most
+/// this many entries) against the number of filters an append probes (one a
+/// sealed partition: 44 at 10M ids).
+pub(crate) const OPEN_IDS_MAX: usize = 229_376;
 /// (fingerprint, seq) pairs per run chunk: 440 × 16 bytes stays under the
 /// 7 KiB value limit with its count and checksum.
 pub(crate) const RUN_CHUNK_ENTRIES: usize = 440;
@@ -111,7 +114,7 @@ impl Sealed {
         for c in 0..self.fences.len() {
             out.push(key2(P_RUN, self.id, c as u64).to_vec());
         }
-        for c in 0..filter_chunks(self.fingerprints.len()) {
+        for c in 0..filter_chunks(self.fingerprints.len() + self.fences.len() * 8) {
             out.push(key2(P_FILTER, self.id, c as u64).to_vec());
         }
         out
@@ -125,7 +128,9 @@ fn filter_chunks(bytes: usize) -> usize {
 /// Header of a sealed partition, as stored under `P <id>`:
 /// id, first seq, last seq, count (u64 LE each), fingerprint bytes (u64 LE),
 /// descriptor length (u16 LE) and bytes, chunk count (u32 LE), the chunk
-/// fences (u64 LE each), CRC32C.
+/// CRC32C. The chunk fences (the first fingerprint of each run chunk, u64 LE)
+/// follow the filter's fingerprints in the `F` chunks, so that the header
+/// stays small (a leaf of 17 headers must stay under sled's blob threshold).
 fn encode_header(s: &Sealed) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + s.descriptor.len() + s.fences.len() * 8);
     for v in [s.id, s.first_seq, s.last_seq, s.count, s.fingerprints.len() as u64] {
@@ -134,9 +139,6 @@ fn encode_header(s: &Sealed) -> Vec<u8> {
     out.extend_from_slice(&u16::try_from(s.descriptor.len()).expect("descriptor fits u16").to_le_bytes());
     out.extend_from_slice(&s.descriptor);
     out.extend_from_slice(&u32::try_from(s.fences.len()).expect("chunks fit u32").to_le_bytes());
-    for f in &s.fences {
-        out.extend_from_slice(&f.to_le_bytes());
-    }
     seal(out)
 }
 
@@ -147,7 +149,7 @@ struct Header {
     count: u64,
     fp_bytes: usize,
     descriptor: Vec<u8>,
-    fences: Vec<u64>,
+    chunks: usize,
 }
 
 fn decode_header(b: &[u8]) -> Result<Header, String> {
@@ -162,15 +164,14 @@ fn decode_header(b: &[u8]) -> Result<Header, String> {
     if nc > 1 << 20 {
         return Err(format!("{nc} chunks"));
     }
-    let fences = (0..nc).map(|i| u(at + 4 + i * 8)).collect::<Result<Vec<_>, _>>()?;
-    if at + 4 + nc * 8 != body.len() {
+    if at + 4 != body.len() {
         return Err("header length".into());
     }
     let fp_bytes = usize::try_from(fp_bytes).map_err(|_| "fingerprint length".to_string())?;
     if fp_bytes > 1 << 32 || (fp_bytes == 0) != descriptor.is_empty() {
         return Err("filter length".into());
     }
-    Ok(Header { id, first_seq, last_seq, count, fp_bytes, descriptor, fences })
+    Ok(Header { id, first_seq, last_seq, count, fp_bytes, descriptor, chunks: nc })
 }
 
 /// A run chunk: count (u32 LE), then (fingerprint u64 LE, seq u64 LE) pairs
@@ -316,7 +317,11 @@ impl Index {
             fences.push(chunk[0].0);
             writes.push((key2(P_RUN, id, c as u64).to_vec(), encode_chunk(chunk)));
         }
-        for (c, chunk) in fingerprints.chunks(VALUE_BYTES_MAX - 4).enumerate() {
+        let mut stream = fingerprints.to_vec();
+        for f in &fences {
+            stream.extend_from_slice(&f.to_le_bytes());
+        }
+        for (c, chunk) in stream.chunks(VALUE_BYTES_MAX - 4).enumerate() {
             writes.push((key2(P_FILTER, id, c as u64).to_vec(), seal(chunk.to_vec())));
         }
         let sealed = Sealed { id, first_seq, last_seq, count: pairs.len() as u64, descriptor, fingerprints, fences };
@@ -366,15 +371,23 @@ impl Index {
                     continue;
                 }
             };
-            let mut fingerprints = Vec::with_capacity(h.fp_bytes);
+            let total = h.fp_bytes + h.chunks * 8;
+            let mut fingerprints = Vec::with_capacity(total);
             let mut ok = true;
-            for c in 0..filter_chunks(h.fp_bytes) {
+            for c in 0..filter_chunks(total) {
                 match db.get(key2(P_FILTER, pid, c as u64))?.as_deref().map(unseal) {
                     Some(Ok(b)) => fingerprints.extend_from_slice(b),
                     _ => ok = false,
                 }
             }
-            if !ok || fingerprints.len() != h.fp_bytes {
+            let fences: Vec<u64> = if ok && fingerprints.len() == total {
+                let f = fingerprints[h.fp_bytes..].chunks_exact(8).map(le_u64).collect();
+                fingerprints.truncate(h.fp_bytes);
+                f
+            } else {
+                Vec::new()
+            };
+            if !ok || fingerprints.len() != h.fp_bytes || fences.len() != h.chunks || fences.windows(2).any(|w| w[0] > w[1]) {
                 tracing::error!(partition = pid, "id index filter corrupt; rebuilding its ids from the blocks");
                 damaged.push(pid);
                 continue;
@@ -387,7 +400,7 @@ impl Index {
                 count: h.count,
                 descriptor: h.descriptor,
                 fingerprints: fingerprints.into_boxed_slice(),
-                fences: h.fences,
+                fences,
             });
         }
         // Ranges of damaged partitions, from their neighbours: everything

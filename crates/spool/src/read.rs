@@ -121,8 +121,13 @@ impl Spool {
     }
 
     /// The record at `seq`, verified, in its current state. A corrupt block is
-    /// quarantined and the record is `None`.
+    /// quarantined and the record is `None`; sled failing on its own damaged
+    /// files is a named error, not a panic.
     pub fn get(&self, seq: u64) -> Result<Option<Record>, SpoolError> {
+        crate::open::catch_sled("read a record", || self.get_inner(seq))
+    }
+
+    fn get_inner(&self, seq: u64) -> Result<Option<Record>, SpoolError> {
         if self.inner.db.contains_key(key(P_TOMBSTONE, seq))? {
             return Ok(None);
         }
@@ -217,6 +222,10 @@ impl Spool {
     /// records and (past the first) at most `bytes_max` bytes of frames.
     /// Corrupt blocks are quarantined and skipped.
     pub fn read_pending(&self, after: u64, events_max: usize, bytes_max: usize) -> Result<Vec<Record>, SpoolError> {
+        crate::open::catch_sled("read pending records", || self.read_pending_inner(after, events_max, bytes_max))
+    }
+
+    fn read_pending_inner(&self, after: u64, events_max: usize, bytes_max: usize) -> Result<Vec<Record>, SpoolError> {
         let mut out: Vec<(Record, usize)> = Vec::new();
         // Requeued records first (they sit below the watermark).
         let requeued: Vec<u64> = {

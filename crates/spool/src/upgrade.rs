@@ -43,10 +43,12 @@ pub fn is_v1(dir: &Path) -> Result<bool, SpoolError> {
         return Ok(false);
     }
     let (db, _) = crate::open::open_db(&store)?;
-    let v1 = db.get(META_KEY)?.is_none()
-        && (db.get(V1_NEXT_SEQ)?.is_some() || db.scan_prefix([V1_RECORD]).next().is_some() || db.scan_prefix([V1_QUARANTINE]).next().is_some());
-    drop(db);
-    Ok(v1)
+    crate::open::catch_sled("probe the store's format", || {
+        Ok(db.get(META_KEY)?.is_none()
+            && (db.get(V1_NEXT_SEQ)?.is_some()
+                || db.scan_prefix([V1_RECORD]).next().is_some()
+                || db.scan_prefix([V1_QUARANTINE]).next().is_some()))
+    })
 }
 
 /// Upgrades the spool in `cfg.dir` if it is (or was being upgraded from) v1.

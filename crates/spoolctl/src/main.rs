@@ -75,6 +75,19 @@ fn print_json_error(kind: &str, msg: &str, exit_code: u8) {
 }
 
 fn main() -> ExitCode {
+    // sled panics on some damaged files; the spool catches those and names
+    // them as faults, so the default hook's backtrace banner would only be
+    // noise. An uncaught panic still ends the process (exit 101).
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        eprintln!("spoolctl: internal fault{at}: {msg}");
+    }));
     let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
