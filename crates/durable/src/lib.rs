@@ -70,7 +70,7 @@ pub const SLED_SEGMENT_BYTES: usize = 512 * 1024;
 /// A log item (a value, or a tree node with its values) over this many bytes
 /// goes to its own file under `blobs/`: a quarter of a segment, less sled's
 /// segment header (20 bytes) and largest message header (32 bytes).
-pub const SLED_BLOB_THRESHOLD_BYTES: usize = blob_threshold_bytes(SLED_SEGMENT_BYTES);
+pub const SLED_BLOB_THRESHOLD_BYTES: usize = SLED_SEGMENT_BYTES / 4 - 20 - 32;
 /// How often, at most, the state file's high-water mark is advanced, in time.
 /// One second: one extra fsync a second, however many commits; a loss of
 /// anything acknowledged more than a second before it is always detected.
@@ -160,45 +160,13 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
 /// `lock_wait` for a lock held by a handle being dropped in this process, and
 /// makes every file and directory entry sled has made so far durable.
 pub fn open(dir: &Path, cache_bytes: u64, lock_wait: Duration) -> Result<(sled::Db, Committer), OpenError> {
-    open_with_segment(dir, cache_bytes, lock_wait, SLED_SEGMENT_BYTES)
-}
-
-/// A log item over this many bytes goes to its own file under `blobs/`, for
-/// a store of `segment_bytes` segments (see [`SLED_BLOB_THRESHOLD_BYTES`]).
-pub const fn blob_threshold_bytes(segment_bytes: usize) -> usize {
-    segment_bytes / 4 - 20 - 32
-}
-
-/// The segment size recorded in the `conf` file of the sled store in `dir`,
-/// if there is one (sled refuses to open a store with another size).
-pub fn stored_segment_bytes(dir: &Path) -> io::Result<Option<usize>> {
-    // sled ends `conf` with a binary checksum: read it as bytes.
-    let text = match std::fs::read(dir.join("conf")) {
-        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size:"))
-        .and_then(|v| v.trim().parse().ok()))
-}
-
-/// [`open`] with a segment size other than sled's default (for a new store;
-/// an existing store must be opened with the size it was created with).
-pub fn open_with_segment(
-    dir: &Path,
-    cache_bytes: u64,
-    lock_wait: Duration,
-    segment_bytes: usize,
-) -> Result<(sled::Db, Committer), OpenError> {
     create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
     let started = std::time::Instant::now();
     let db = loop {
         let opened = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .segment_size(segment_bytes)
+            .segment_size(SLED_SEGMENT_BYTES)
             // Durability comes from the caller's commits; sled's periodic
             // background flush would only be a second, uncoordinated flusher.
             .flush_every_ms(None)

@@ -46,13 +46,10 @@ pub(crate) const LAYOUT_VERSION: u16 = 2;
 /// group commit that grows with the segment (measured: 8 MiB segments cost as
 /// much CPU as they saved in keys, and more memory).
 pub(crate) const VALUE_BYTES_MAX: usize = 7 << 10;
-/// sled segment size of a v2 store, in bytes (fixed at creation): sled's
-/// default, as in format 1.
-pub(crate) const SEGMENT_BYTES: usize = 512 << 10;
 /// Entries a sled leaf holds before it splits (sled 0.34.7 `Node::should_split`).
 pub(crate) const SLED_LEAF_ENTRIES_MAX: usize = 17;
 
-const _: () = assert!(SLED_LEAF_ENTRIES_MAX * VALUE_BYTES_MAX < durable::blob_threshold_bytes(SEGMENT_BYTES));
+const _: () = assert!(SLED_LEAF_ENTRIES_MAX * VALUE_BYTES_MAX < durable::SLED_BLOB_THRESHOLD_BYTES);
 
 pub(crate) fn key(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];

@@ -13,7 +13,7 @@ use spool_format::{decode_block, entry_seq, peek_block_header};
 use crate::acks::AckState;
 use crate::disk::DiskGuard;
 use crate::index::{fingerprint, Index};
-use crate::layout::{key, key_u64, Meta, META_KEY, P_ACKED_ABOVE, P_ACK_LOG, P_BLOCK, P_DEAD, P_QUARANTINE, P_REQUEUE, P_TOMBSTONE, SEGMENT_BYTES};
+use crate::layout::{key, key_u64, Meta, META_KEY, P_ACKED_ABOVE, P_ACK_LOG, P_BLOCK, P_DEAD, P_QUARANTINE, P_REQUEUE, P_TOMBSTONE};
 use crate::write::{CommitObserver, Writer};
 use crate::{store_dir, Inner, Spool, SpoolConfig, SpoolError, LOCK_WAIT, SLED_CACHE_BYTES};
 
@@ -34,7 +34,7 @@ pub(crate) fn catch_sled<T>(what: &str, f: impl FnOnce() -> Result<T, SpoolError
 }
 
 pub(crate) fn open_db(dir: &std::path::Path) -> Result<(sled::Db, durable::Committer), SpoolError> {
-    catch_sled("open the store", || Ok(durable::open_with_segment(dir, SLED_CACHE_BYTES, LOCK_WAIT, SEGMENT_BYTES)?))
+    catch_sled("open the store", || Ok(durable::open(dir, SLED_CACHE_BYTES, LOCK_WAIT)?))
 }
 
 pub(crate) fn read_meta(db: &sled::Db) -> Result<Meta, SpoolError> {
