@@ -524,11 +524,4 @@ impl Spool {
         }
         rebuilt.map(|(_, v)| v)
     }
-
-    /// Whether the writer has changes to commit (tests).
-    #[doc(hidden)]
-    pub fn has_uncommitted_changes(&self) -> bool {
-        let a = self.lock_acks();
-        a.dirty || !a.writes.is_empty() || self.inner.writer.next_seq() > crate::seq_visible(&self.inner) + 1
-    }
 }

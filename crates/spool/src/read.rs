@@ -9,7 +9,7 @@
 
 use std::ops::ControlFlow;
 
-use spool_format::{decode_block, decode_entry, decode_record, entry_frame_len, Entry, OffsetDateTime, Record, State};
+use spool_format::{decode_block, decode_entry, decode_record, Entry, OffsetDateTime, Record, State};
 
 use crate::layout::{key, key_u64, P_ACK_LOG, P_BLOCK, P_DEAD, P_QUARANTINE, P_REQUEUE, P_TOMBSTONE};
 use crate::{Inner, Quarantined, Spool, SpoolError, StateFilter};
@@ -422,9 +422,4 @@ impl Spool {
             })
             .collect()
     }
-}
-
-/// Length of the entry frame at the start of `b`, for callers outside.
-pub fn frame_len(b: &[u8]) -> Option<usize> {
-    entry_frame_len(b).ok()
 }
