@@ -45,7 +45,7 @@ use time::OffsetDateTime;
 use crate::event::Event;
 use crate::record::{
     codec, event_from_v1, event_to_v1, le_u16, le_u32, time_from_v1, time_to_v1, DecodeError,
-    EventV1, TimeV1, HEADER_BYTES, MAGIC, NODE_BYTES_MAX, RECORD_BODY_BYTES_MAX,
+    EventV1, TimeV1, HEADER_BYTES, NODE_BYTES_MAX, RECORD_BODY_BYTES_MAX,
 };
 
 /// The format version of entry and block frames.
@@ -112,17 +112,7 @@ pub fn encode_entry_prepared(seq: u64, received_at: OffsetDateTime, p: &Prepared
 }
 
 fn frame_body(body: Vec<u8>) -> Vec<u8> {
-    let len = u32::try_from(body.len()).expect("entry body fits u32");
-    assert!(len <= RECORD_BODY_BYTES_MAX, "entry body {len} over the limit");
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&BLOCK_FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[4..12]), &body);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    crate::record::frame(BLOCK_FORMAT_VERSION, &body)
 }
 
 /// The length of the entry frame at the start of `bytes` (header plus the

@@ -254,16 +254,23 @@ pub fn encode_record(r: &Record) -> Vec<u8> {
         event: event_to_v1(&r.event),
     };
     let body = codec().serialize(&body).expect("bincode encodes RecordV1");
-    let len = u32::try_from(body.len()).expect("record body fits u32");
-    assert!(len <= RECORD_BODY_BYTES_MAX, "record body {len} over the limit");
+    frame(FORMAT_VERSION, &body)
+}
+
+/// The 16-byte frame header (magic, `version`, flags 0, length, CRC32C of
+/// bytes 4..12 and the body) followed by `body`: the record frame of format 1
+/// and the entry frame of format 2. Panics on a body over the limit (a bug).
+pub(crate) fn frame(version: u16, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(body.len()).expect("frame body fits u32");
+    assert!(len <= RECORD_BODY_BYTES_MAX, "frame body {len} over the limit");
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[4..12]), &body);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[4..12]), body);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
 }
 

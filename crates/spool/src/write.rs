@@ -352,16 +352,7 @@ impl Writer {
                 self.taken.fetch_add(1, Ordering::SeqCst);
                 drop(a);
                 self.done.fetch_add(1, Ordering::SeqCst);
-                for r in replies {
-                    match r {
-                        Reply::Append(tx, results) => {
-                            let _ = tx.send(results);
-                        }
-                        Reply::Barrier(tx) => {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                }
+                answer_all(replies);
                 return Ok(());
             }
             a.counts.pending += added_events;
@@ -423,16 +414,7 @@ impl Writer {
                 if let Some(observe) = observer {
                     observe(CommitInfo { duration: started.elapsed(), tickets, events: events_total, sled_writes: writes });
                 }
-                for r in replies {
-                    match r {
-                        Reply::Append(tx, results) => {
-                            let _ = tx.send(results);
-                        }
-                        Reply::Barrier(tx) => {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                }
+                answer_all(replies);
                 Ok(())
             }
             Err(e) => {
@@ -493,6 +475,20 @@ impl Writer {
 enum Reply {
     Append(oneshot::Sender<Results>, Results),
     Barrier(oneshot::Sender<Result<(), SpoolError>>),
+}
+
+/// Answers every request of a round whose writes are durable.
+fn answer_all(replies: Vec<Reply>) {
+    for r in replies {
+        match r {
+            Reply::Append(tx, results) => {
+                let _ = tx.send(results);
+            }
+            Reply::Barrier(tx) => {
+                let _ = tx.send(Ok(()));
+            }
+        }
+    }
 }
 
 /// The blocks of one group commit being built.
