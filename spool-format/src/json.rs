@@ -28,19 +28,17 @@ pub struct JsonError {
 
 /// Parses `bytes` as one JSON value, refusing duplicate object keys at any depth.
 pub fn from_slice_strict(bytes: &[u8]) -> Result<Value, JsonError> {
-    let duplicate = RefCell::new(None);
+    let state = Strict::default();
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = StrictSeed { path: String::new(), duplicate: &duplicate }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v));
-    parsed.map_err(|e| JsonError { message: e.to_string(), duplicate_key: duplicate.into_inner() })
+    let parsed = StrictSeed { state: &state }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| JsonError { message: e.to_string(), duplicate_key: state.duplicate.into_inner() })
 }
 
 /// Deserialises one JSON value from any serde deserializer, refusing
 /// duplicate object keys at any depth (for `impl Deserialize`).
 pub fn deserialize_strict<'de, D: de::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-    let duplicate = RefCell::new(None);
-    StrictSeed { path: String::new(), duplicate: &duplicate }.deserialize(d)
+    let state = Strict::default();
+    StrictSeed { state: &state }.deserialize(d)
 }
 
 /// Like [`from_slice_strict`], then deserialises the value into `T`.
@@ -49,11 +47,48 @@ pub fn from_slice_strict_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Res
     serde_json::from_value(value).map_err(|e| JsonError { message: e.to_string(), duplicate_key: None })
 }
 
+/// One step of the path to the value being read.
+enum Step {
+    /// An object member: its key (moved back into the map once the value is read).
+    Key(String),
+    /// An array element: its index.
+    Index(usize),
+}
+
+/// The parse's shared state: the path to the value being read, kept as a
+/// stack so that a valid document costs no path formatting (the path is
+/// only spelled out for a duplicate), and where the duplicate's path is left.
+#[derive(Default)]
+struct Strict {
+    path: RefCell<Vec<Step>>,
+    duplicate: RefCell<Option<String>>,
+}
+
+impl Strict {
+    /// The current path with `last` appended: `a.b[3].c`.
+    fn spell(&self, last: &str) -> String {
+        let mut out = String::new();
+        for step in self.path.borrow().iter() {
+            match step {
+                Step::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(last);
+        out
+    }
+}
+
 struct StrictSeed<'a> {
-    /// Path of the value being read, for the duplicate-key message.
-    path: String,
-    /// Where the first duplicate key's path is left for the caller.
-    duplicate: &'a RefCell<Option<String>>,
+    state: &'a Strict,
 }
 
 impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
@@ -103,8 +138,10 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         loop {
-            let seed = StrictSeed { path: format!("{}[{}]", self.path, out.len()), duplicate: self.duplicate };
-            match seq.next_element_seed(seed)? {
+            self.state.path.borrow_mut().push(Step::Index(out.len()));
+            let next = seq.next_element_seed(StrictSeed { state: self.state });
+            self.state.path.borrow_mut().pop();
+            match next? {
                 Some(v) => out.push(v),
                 None => return Ok(Value::Array(out)),
             }
@@ -114,14 +151,21 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
             if out.contains_key(&key) {
+                let path = self.state.spell(&key);
                 let msg = format!("duplicate key {path:?}");
-                *self.duplicate.borrow_mut() = Some(path);
+                *self.state.duplicate.borrow_mut() = Some(path);
                 return Err(de::Error::custom(msg));
             }
-            let value = map.next_value_seed(StrictSeed { path, duplicate: self.duplicate })?;
-            out.insert(key, value);
+            self.state.path.borrow_mut().push(Step::Key(key));
+            let value = map.next_value_seed(StrictSeed { state: self.state });
+            let key = match self.state.path.borrow_mut().pop() {
+                Some(Step::Key(k)) => k,
+                // The stack is balanced (every push is popped in the same
+                // call); an error, never a panic, if that ever broke.
+                _ => return Err(de::Error::custom("strict JSON: path stack out of step")),
+            };
+            out.insert(key, value?);
         }
         Ok(Value::Object(out))
     }

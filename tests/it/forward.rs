@@ -476,6 +476,8 @@ async fn forward_compresses_only_what_the_ledger_takes() {
         let (url, seen) = other_ledger(advertise).await;
         let mut cfg = config(vec![url], 1);
         cfg.batch_events_max = 10;
+        // `auto` leaves a loopback ledger's batches plain (tested below).
+        cfg.compression = forwarder::Compression::Zstd;
         let rig = Rig::start(cfg);
         rig.append(if advertise { "neg-a" } else { "neg-p" }, 60).await;
         rig.wait_drained(Duration::from_secs(20)).await;
@@ -490,4 +492,21 @@ async fn forward_compresses_only_what_the_ledger_takes() {
         assert!(seen.len() >= 6, "{seen:?}");
         rig.stop().await;
     }
+}
+
+/// `auto` compresses toward a ledger elsewhere, never toward one on this host:
+/// ledgerd advertises zstd, and a loopback ledger still gets plain batches.
+#[tokio::test]
+async fn auto_leaves_batches_to_a_loopback_ledger_plain() {
+    let (url, seen) = other_ledger(true).await;
+    let mut cfg = config(vec![url], 1);
+    cfg.batch_events_max = 10;
+    assert_eq!(cfg.compression, forwarder::Compression::Auto, "the default");
+    let rig = Rig::start(cfg);
+    rig.append("auto-lo", 30).await;
+    rig.wait_drained(Duration::from_secs(20)).await;
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen.iter().all(|c| c.is_none()), "plain toward 127.0.0.1 under auto: {seen:?}");
+    rig.stop().await;
 }

@@ -199,6 +199,8 @@ pub struct SpooldDrain {
     pub ledgerd_cpu_us_per_event: f64,
     pub spoold_cpu_us_per_event: f64,
     pub mean_batch_events: f64,
+    /// CPU of the local PostgreSQL's processes per event (PostgreSQL store only).
+    pub pg_cpu_us_per_event: Option<f64>,
     /// The most batches spoold's status showed in flight (sampled every 100 ms).
     pub inflight_max_seen: u64,
 }
@@ -215,6 +217,8 @@ pub struct DrainReport {
     pub sled: DrainResult,
     pub pg: PgDrain,
     pub spoold: Vec<SpooldDrain>,
+    /// The bare binary COPY baseline (medians), when PostgreSQL ran.
+    pub copy: Option<CopyBaseline>,
 }
 
 /// Clock ticks a second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
@@ -237,6 +241,23 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
         fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).context("utime/stime in /proc/<pid>/stat")
     };
     Ok((ticks(14)? + ticks(15)?) / clock_ticks()?)
+}
+
+/// CPU time (utime + stime) of every `postgres` process on this machine so
+/// far, in seconds: the local PostgreSQL's share of a drain (other databases'
+/// work on the same server counts too; the bench's are the only busy ones).
+pub fn postgres_cpu_secs() -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").context("read /proc")? {
+        let name = entry?.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "postgres" {
+            // A backend may exit between the listing and the read.
+            total += cpu_secs(pid).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
 }
 
 /// ledgerd's events and batches so far, from its `/metrics`.
@@ -351,6 +372,8 @@ async fn drain_spoold(args: &DrainArgs, dir: &Path, store: &LedgerStore, bin: &s
     let lpid = ledgerd_pid(&ledger)?;
     let (ev0, b0) = ledger_batches(&ledger.url).await?;
     let lcpu0 = cpu_secs(lpid)?;
+    let is_pg = matches!(store, LedgerStore::Pg(..));
+    let pg_cpu0 = if is_pg { postgres_cpu_secs()? } else { 0.0 };
     let started = Instant::now();
     let mut spoold = crate::procs::spawn_spoold(&config, &dir.join("spoold.log"))?;
     let spid = spoold.child.id();
@@ -385,6 +408,7 @@ async fn drain_spoold(args: &DrainArgs, dir: &Path, store: &LedgerStore, bin: &s
     let secs = started.elapsed().as_secs_f64();
     let lcpu = cpu_secs(lpid)? - lcpu0;
     let scpu = cpu_secs(spid)?;
+    let pg_cpu = if is_pg { Some(postgres_cpu_secs()? - pg_cpu0) } else { None };
     let (ev1, b1) = ledger_batches(&ledger.url).await?;
     let _ = spoold.terminate(Duration::from_secs(30));
     drop(ledger);
@@ -406,6 +430,7 @@ async fn drain_spoold(args: &DrainArgs, dir: &Path, store: &LedgerStore, bin: &s
         ledgerd_cpu_us_per_event: lcpu * 1e6 / n,
         spoold_cpu_us_per_event: scpu * 1e6 / n,
         mean_batch_events: (ev1 - ev0) / (b1 - b0).max(1.0),
+        pg_cpu_us_per_event: pg_cpu.map(|c| c * 1e6 / n),
         inflight_max_seen: inflight_max,
     })
 }
@@ -461,6 +486,109 @@ async fn baseline(url: &str, schema: &str, conns: usize, secs: u64) -> anyhow::R
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The bare binary COPY baseline: the physical limit of this PostgreSQL for
+/// rows shaped like ledgerd's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyBaseline {
+    /// `inflight` connections, each COPYing `batch_events` rows per statement
+    /// (autocommit: durable per COPY, as a ledger batch is), events/s.
+    pub batched: f64,
+    /// One connection, one COPY of every row (one commit), events/s.
+    pub single: f64,
+    /// CPU of the local PostgreSQL's processes per row in the batched COPYs, µs.
+    pub batched_pg_cpu_us: f64,
+}
+
+/// The rows of the COPY baseline, made before the clock starts: id, digest,
+/// node_seq, payer, payee, recipient, canonical event JSON.
+type CopyRow = (String, Vec<u8>, i64, String, String, String, String);
+
+fn copy_rows(n: u64) -> anyhow::Result<Vec<CopyRow>> {
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    (0..n)
+        .map(|i| {
+            let e = event(&mut rng);
+            let body = serde_json::to_string(&e.to_json_value())?;
+            Ok((e.id.clone(), e.digest().to_vec(), i64::try_from(i)?, e.payer.to_string(), e.payee.to_string(), e.recipient.to_string(), body))
+        })
+        .collect()
+}
+
+/// COPYs `rows` into `table` in binary, one statement per `batch` rows.
+async fn copy_into(client: &tokio_postgres::Client, table: &str, rows: &[CopyRow], batch: usize) -> anyhow::Result<()> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let sql = format!("COPY {table} (id, digest, node, node_seq, received_at, payer, payee, recipient, event) FROM STDIN (FORMAT binary)");
+    let types = [Type::TEXT, Type::BYTEA, Type::TEXT, Type::INT8, Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
+    let now = std::time::SystemTime::now();
+    for chunk in rows.chunks(batch.max(1)) {
+        let sink = client.copy_in(&sql).await?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for (id, digest, seq, payer, payee, recipient, body) in chunk {
+            writer.as_mut().write(&[id, digest, &"bench-node", seq, &now, payer, payee, recipient, body]).await?;
+        }
+        writer.as_mut().finish().await?;
+    }
+    Ok(())
+}
+
+/// Bare binary COPY of `n` rows shaped like ledgerd's (same columns and
+/// indexes: a table `LIKE ledger_events INCLUDING ALL` in a schema of its own,
+/// dropped afterwards): batched as the drain's batches, and as one COPY.
+async fn copy_baseline(url: &str, n: u64, conns: usize, batch: usize, rep: usize) -> anyhow::Result<CopyBaseline> {
+    let schema = schema_name("copy", rep);
+    let admin = pg_client(url).await?;
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await?;
+    let result = async {
+        // ledgerd's own table and indexes, from its migrations.
+        for (_, sql) in ledger::pg_store::MIGRATIONS {
+            admin.batch_execute(&format!("SET search_path TO {schema}; {sql}; RESET search_path")).await?;
+        }
+        let rows = copy_rows(n)?;
+        let mut out = CopyBaseline::default();
+        for (what, table) in [("batched", "copy_batched"), ("single", "copy_single")] {
+            admin.batch_execute(&format!("CREATE TABLE {schema}.{table} (LIKE {schema}.ledger_events INCLUDING ALL)")).await?;
+            let table = format!("{schema}.{table}");
+            if what == "single" {
+                let c = pg_client(url).await?;
+                let started = Instant::now();
+                copy_into(&c, &table, &rows, rows.len()).await?;
+                out.single = n as f64 / started.elapsed().as_secs_f64();
+            } else {
+                // Connection k takes every conns-th batch; connected and
+                // handed its rows before the clock starts.
+                let conns = conns.max(1);
+                let mut parts = Vec::new();
+                for k in 0..conns {
+                    let mine: Vec<CopyRow> =
+                        rows.chunks(batch.max(1)).skip(k).step_by(conns).flat_map(|c| c.iter().cloned()).collect();
+                    parts.push((pg_client(url).await?, mine));
+                }
+                let pg_cpu0 = postgres_cpu_secs()?;
+                let started = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for (c, mine) in parts {
+                    let table = table.clone();
+                    tasks.spawn(async move { copy_into(&c, &table, &mine, batch).await.map(|()| c) });
+                }
+                // The connections stay open until their backends' CPU is read
+                // (an exited backend's CPU no longer shows in /proc).
+                let mut open = Vec::new();
+                while let Some(r) = tasks.join_next().await {
+                    open.push(r??);
+                }
+                out.batched = n as f64 / started.elapsed().as_secs_f64();
+                out.batched_pg_cpu_us = (postgres_cpu_secs()? - pg_cpu0) * 1e6 / n as f64;
+                drop(open);
+            }
+        }
+        anyhow::Ok(out)
+    }
+    .await;
+    drop_schema(url, &schema).await?;
+    result
+}
+
 pub fn run(args: DrainArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let r = rt.block_on(measure(&args))?;
@@ -482,6 +610,20 @@ pub fn run(args: DrainArgs) -> anyhow::Result<()> {
         }
     }
     print_spoold(&r.spoold);
+    if let Some(c) = &r.copy {
+        println!(
+            "baseline: bare binary COPY, {} connections x {} rows a COPY: {:.0} events/s (PostgreSQL CPU {:.1} us/row); one COPY of all rows: {:.0} events/s",
+            r.inflight, r.batch_events, c.batched, c.batched_pg_cpu_us, c.single
+        );
+        for m in spoold_medians(&r.spoold).iter().filter(|m| m.store == "ledgerd/PostgreSQL") {
+            println!(
+                "ratio: spoold -> {} on ledgerd/PostgreSQL = {:.2}x batched bare COPY, {:.2}x one bare COPY",
+                m.ledgerd,
+                m.events_per_sec / c.batched,
+                m.events_per_sec / c.single
+            );
+        }
+    }
     println!("process peak RSS (VmHWM, includes the backlog fill): {} MiB", crate::procs::status_kib(None, "VmHWM:")? / 1024);
     Ok(())
 }
@@ -520,6 +662,7 @@ pub struct SpooldMedian {
     pub ledgerd_cpu_us_per_event: f64,
     pub spoold_cpu_us_per_event: f64,
     pub mean_batch_events: f64,
+    pub pg_cpu_us_per_event: Option<f64>,
     pub inflight_max_seen: u64,
 }
 
@@ -544,6 +687,7 @@ pub fn spoold_medians(runs: &[SpooldDrain]) -> Vec<SpooldMedian> {
                 ledgerd_cpu_us_per_event: m(|r| r.ledgerd_cpu_us_per_event),
                 spoold_cpu_us_per_event: m(|r| r.spoold_cpu_us_per_event),
                 mean_batch_events: m(|r| r.mean_batch_events),
+                pg_cpu_us_per_event: these[0].pg_cpu_us_per_event.map(|_| m(|r| r.pg_cpu_us_per_event.unwrap_or(f64::NAN))),
                 inflight_max_seen: these.iter().map(|r| r.inflight_max_seen).max().unwrap_or(0),
             }
         })
@@ -555,7 +699,7 @@ fn print_spoold(runs: &[SpooldDrain]) {
     for m in spoold_medians(runs) {
         let each: Vec<String> = m.runs.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "spoold -> {} on {}: {:.0} events/s (runs: {}); ledgerd CPU {:.1} us/event, spoold CPU {:.1} us/event; \
+            "spoold -> {} on {}: {:.0} events/s (runs: {}); ledgerd CPU {:.1} us/event, spoold CPU {:.1} us/event{}; \
              mean batch {:.0} events, up to {} in flight",
             m.ledgerd,
             m.store,
@@ -563,6 +707,7 @@ fn print_spoold(runs: &[SpooldDrain]) {
             each.join(", "),
             m.ledgerd_cpu_us_per_event,
             m.spoold_cpu_us_per_event,
+            m.pg_cpu_us_per_event.map(|c| format!(", PostgreSQL CPU {c:.1} us/event")).unwrap_or_default(),
             m.mean_batch_events,
             m.inflight_max_seen,
         );
@@ -595,6 +740,7 @@ pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
     let mut bins = vec!["ledgerd".to_owned()];
     bins.extend(args.ledgerd_before.clone());
     let (mut sled_runs, mut pg_runs, mut base_runs, mut spoold_runs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut copy_runs: Vec<CopyBaseline> = Vec::new();
     let mut pg_failed = None;
     for rep in 0..args.repeats.max(1) {
         let run_dir = tmp.path().join(format!("run-{rep}"));
@@ -623,6 +769,21 @@ pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
         if args.skip_pg || pg_failed.is_some() {
             continue;
         }
+        println!("[{rep}] baseline: bare binary COPY of {} rows shaped like ledgerd's:", args.events);
+        match copy_baseline(&args.pg_url, args.events, args.inflight, args.batch_events, rep).await {
+            Ok(c) => {
+                println!(
+                    "  {:.0} events/s in COPYs of {} rows on {} connections (PostgreSQL CPU {:.1} us/row); {:.0} events/s in one COPY",
+                    c.batched, args.batch_events, args.inflight, c.batched_pg_cpu_us, c.single
+                );
+                copy_runs.push(c);
+            }
+            Err(e) => {
+                println!("  PostgreSQL runs failed: {e:#}");
+                pg_failed = Some(format!("{e:#}"));
+                continue;
+            }
+        }
         match drain_pg(args, &run_dir, &bins, rep).await {
             Ok((inproc, base, spoold)) => {
                 pg_runs.extend(inproc);
@@ -649,6 +810,11 @@ pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
         sled: median_drain(&sled_runs),
         pg,
         spoold: spoold_runs,
+        copy: (!copy_runs.is_empty()).then(|| CopyBaseline {
+            batched: median(copy_runs.iter().map(|c| c.batched).collect()),
+            single: median(copy_runs.iter().map(|c| c.single).collect()),
+            batched_pg_cpu_us: median(copy_runs.iter().map(|c| c.batched_pg_cpu_us).collect()),
+        }),
     })
 }
 

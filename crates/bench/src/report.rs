@@ -357,9 +357,23 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
             o,
             "The same backlog drained by the real spoold binary into a fresh real ledgerd (forwarder batches of {}, {} in \
              flight), timed from spoold's start until its status counts no pending event; CPU per event from \
-             `/proc/<pid>/stat` over the drain; medians of {} run(s).\n",
+             `/proc/<pid>/stat` over the drain (PostgreSQL's: every local `postgres` process); medians of {} run(s).\n",
             d.batch_events, d.inflight, d.repeats
         );
+        if let Some(c) = &d.copy {
+            let _ = writeln!(
+                o,
+                "Baseline, same run: a bare binary COPY of {} rows shaped like ledgerd's into a table built by ledgerd's \
+                 migrations: {} in COPYs of {} rows on {} connections (PostgreSQL CPU {:.1} µs/row), {} in one COPY. \
+                 This is the physical limit of this PostgreSQL on this machine.\n",
+                d.events,
+                per_sec(c.batched),
+                d.batch_events,
+                d.inflight,
+                c.batched_pg_cpu_us,
+                per_sec(c.single)
+            );
+        }
         let rows: Vec<Vec<String>> = spoold
             .iter()
             .map(|m| {
@@ -367,8 +381,13 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
                     format!("spoold → {} ({})", m.store, m.ledgerd),
                     per_sec(m.events_per_sec),
                     base.map_or("–".into(), |b| ratio(m.events_per_sec, b)),
+                    match (&d.copy, m.store == "ledgerd/PostgreSQL") {
+                        (Some(c), true) => ratio(m.events_per_sec, c.batched),
+                        _ => "–".into(),
+                    },
                     format!("{:.1}", m.ledgerd_cpu_us_per_event),
                     format!("{:.1}", m.spoold_cpu_us_per_event),
+                    m.pg_cpu_us_per_event.map_or("–".into(), |c| format!("{c:.1}")),
                     format!("{:.0}", m.mean_batch_events),
                     m.inflight_max_seen.to_string(),
                 ]
@@ -380,8 +399,10 @@ pub fn render_markdown(r: &AllReport, svg_name: &str) -> String {
                 "drain",
                 "events/s",
                 "ratio to direct INSERTs",
+                "ratio to bare COPY (batched)",
                 "ledgerd CPU µs/event",
                 "spoold CPU µs/event",
+                "PostgreSQL CPU µs/event",
                 "mean batch (events)",
                 "most batches in flight",
             ],
@@ -709,9 +730,11 @@ mod tests {
                         ledgerd_cpu_us_per_event: cpu,
                         spoold_cpu_us_per_event: 30.0,
                         mean_batch_events: 500.0,
+                        pg_cpu_us_per_event: None,
                         inflight_max_seen: 4,
                     })
                     .collect(),
+                copy: Some(crate::drain::CopyBaseline { batched: 40_000.0, single: 35_000.0, batched_pg_cpu_us: 30.0 }),
             },
             backlog: BacklogReport {
                 backlog_events: 100_000,

@@ -5,8 +5,8 @@
 //! ```text
 //! c <first ledger_seq u64 BE>          -> chunk: the rows of consecutive ledger_seqs of one batch
 //! i <event id>                         -> ledger_seq u64 BE ‖ first ledger_seq of its chunk u64 BE
-//! p <party uuid 16 bytes> <chunk first ledger_seq u64 BE>
-//!                                      -> postings: [row index in the chunk u16 LE ‖ roles u8]*
+//! p <party uuid 16 bytes> <group first ledger_seq u64 BE>
+//!                                      -> postings: [seq - group first u16 LE ‖ roles u8]*
 //!                                         (roles: 1 payee, 2 recipient, 4 payer; one entry per
 //!                                          row the party takes part in, in row order)
 //! mcount                               -> u64 LE (events recorded)
@@ -30,21 +30,28 @@
 //! than [`durable::SLED_BLOB_THRESHOLD_BYTES`] to a blob file of its own (one
 //! more file and fsync per commit), so 17 chunks must stay under that.
 //!
+//! A *posting group* is the rows of one batch, at most [`GROUP_ROWS_MAX`]
+//! of them (a larger batch has several groups): a party's postings for a
+//! group are one key, whatever chunks its rows fall in.
+//!
 //! **Writes per event**: one id entry, one posting per distinct party of the
-//! event that is not already in the chunk's posting for that party (a payee
-//! selling several times within a chunk is one key; a payer whose recipient is
+//! event that is not already in the group's posting for that party (a payee
+//! selling several times within a batch is one key; a payer whose recipient is
 //! itself — the default — is one key), plus a chunk per
 //! ~[`CHUNK_BYTES_TARGET`] of rows and the event count per batch: two keys per
-//! event when the chunk already holds the payee, three when it does not (many
-//! merchants: the bench's 200 give about three); layout 1 wrote five (row,
+//! event when the batch already holds the payee, three when it does not (the
+//! bench's 200 merchants in batches of 500 give about 2.4; with postings per
+//! chunk, as first written, they gave about three); layout 1 wrote five (row,
 //! ledger order, payee, recipient, payer) and every row repeated the node and
 //! the time as JSON.
 //!
 //! **Reads**: by id, `i` then one chunk (its CRC32C checked, the one row
 //! decoded and validated). In ledger order, the chunks from the one holding
-//! `after + 1`. By payee/recipient/payer, that party's postings from the chunk
-//! holding `after + 1`, skipping entries of the party in another role without
-//! reading the row. Every query walks at most [`QUERY_SCAN_ENTRIES_MAX`] rows or
+//! `after + 1`. By payee/recipient/payer, that party's postings from the
+//! groups that can hold `after + 1` (those starting at most
+//! [`GROUP_ROWS_MAX`] − 1 before it), skipping entries of the party in another
+//! role without reading the row, and each row's chunk found by its seq (the
+//! last chunk read is kept, so consecutive rows of one chunk read it once). Every query walks at most [`QUERY_SCAN_ENTRIES_MAX`] rows or
 //! postings and then returns what it found with a cursor, so a query costs the
 //! same in a 10M-event ledger as in a small one.
 //!
@@ -101,6 +108,10 @@ pub const QUERY_SCAN_ENTRIES_MAX: usize = 100_000;
 pub const CHUNK_BYTES_TARGET: usize = 7 * 1024;
 /// Rows in one chunk, at most (row indexes are u16 on disk).
 pub const CHUNK_ROWS_MAX: usize = 1024;
+/// Rows in one posting group, at most: a posting entry's offset is a u16, and
+/// a query by party looks back this many seqs for the groups that can hold its
+/// first row. 4096: a forwarder batch (500 by default) is one group.
+pub const GROUP_ROWS_MAX: u64 = 4096;
 /// sled page cache, in bytes: keeps recent rows and indexes hot; memory does not
 /// grow with the number of events beyond this.
 const SLED_CACHE_BYTES: u64 = 128 << 20;
@@ -331,45 +342,22 @@ struct ChunkBuilder {
     first_seq: u64,
     rows: Vec<Vec<u8>>,
     bytes: usize,
-    /// party → postings value.
-    postings: BTreeMap<[u8; 16], Vec<u8>>,
 }
 
 impl ChunkBuilder {
     fn new(first_seq: u64) -> ChunkBuilder {
-        ChunkBuilder { first_seq, rows: Vec::new(), bytes: 0, postings: BTreeMap::new() }
+        ChunkBuilder { first_seq, rows: Vec::new(), bytes: 0 }
     }
 
     fn fits(&self, row_len: usize) -> bool {
         self.rows.is_empty() || (self.rows.len() < CHUNK_ROWS_MAX && self.bytes + 4 + row_len <= CHUNK_BYTES_TARGET)
     }
 
-    fn push(&mut self, row: Vec<u8>, e: &Event) {
-        let idx = u16::try_from(self.rows.len()).expect("CHUNK_ROWS_MAX fits u16");
-        let mut parties: [([u8; 16], u8); 3] =
-            [(*e.payee.as_bytes(), ROLE_PAYEE), (*e.recipient.as_bytes(), ROLE_RECIPIENT), (*e.payer.as_bytes(), ROLE_PAYER)];
-        // One posting per distinct party of the row, with every role it plays.
-        for i in 0..3 {
-            for j in 0..i {
-                if parties[j].0 == parties[i].0 && parties[j].1 != 0 {
-                    parties[j].1 |= parties[i].1;
-                    parties[i].1 = 0;
-                    break;
-                }
-            }
-        }
-        for (party, roles) in parties {
-            if roles != 0 {
-                let v = self.postings.entry(party).or_default();
-                v.extend_from_slice(&idx.to_le_bytes());
-                v.push(roles);
-            }
-        }
+    fn push(&mut self, row: Vec<u8>) {
         self.bytes += 4 + row.len();
         self.rows.push(row);
     }
-
-    /// Writes the chunk and its postings into `batch`.
+    /// Writes the chunk into `batch`.
     fn seal(self, node: &str, recorded_at: OffsetDateTime, batch: &mut sled::Batch) {
         let (secs, nanos) = time_parts(recorded_at);
         let node_len = u8::try_from(node.len()).expect("node is 1..=128 bytes (checked by the server)");
@@ -392,11 +380,61 @@ impl ChunkBuilder {
         // Pair assertion: what is written must read back as the same rows.
         debug_assert!(Chunk::decode(self.first_seq, sled::IVec::from(out.clone())).is_ok());
         batch.insert(&seq_key(P_CHUNK, self.first_seq), out);
+    }
+}
+
+/// The postings of one posting group (module docs) being filled while a
+/// batch is applied.
+struct GroupBuilder {
+    first_seq: u64,
+    rows: u64,
+    /// party → postings value.
+    postings: BTreeMap<[u8; 16], Vec<u8>>,
+}
+
+impl GroupBuilder {
+    fn new(first_seq: u64) -> GroupBuilder {
+        GroupBuilder { first_seq, rows: 0, postings: BTreeMap::new() }
+    }
+
+    fn full(&self) -> bool {
+        self.rows >= GROUP_ROWS_MAX
+    }
+
+    /// Posts the row of `seq` (the group's next) for each of its parties.
+    fn push(&mut self, seq: u64, e: &Event) {
+        debug_assert_eq!(seq, self.first_seq + self.rows);
+        let offset = u16::try_from(seq - self.first_seq).expect("GROUP_ROWS_MAX fits u16");
+        let mut parties: [([u8; 16], u8); 3] =
+            [(*e.payee.as_bytes(), ROLE_PAYEE), (*e.recipient.as_bytes(), ROLE_RECIPIENT), (*e.payer.as_bytes(), ROLE_PAYER)];
+        // One posting per distinct party of the row, with every role it plays.
+        for i in 0..3 {
+            for j in 0..i {
+                if parties[j].0 == parties[i].0 && parties[j].1 != 0 {
+                    parties[j].1 |= parties[i].1;
+                    parties[i].1 = 0;
+                    break;
+                }
+            }
+        }
+        for (party, roles) in parties {
+            if roles != 0 {
+                let v = self.postings.entry(party).or_default();
+                v.extend_from_slice(&offset.to_le_bytes());
+                v.push(roles);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Writes the group's postings into `batch`.
+    fn seal(self, batch: &mut sled::Batch) {
         for (party, postings) in self.postings {
             batch.insert(&uuid_key(P_PARTY, &Uuid::from_bytes(party), self.first_seq), postings);
         }
     }
 }
+
 
 struct Inner {
     db: sled::Db,
@@ -686,6 +724,7 @@ impl SledStore {
             let mut next_seq = w.next_seq;
             let mut added = 0u64;
             let mut chunk: Option<ChunkBuilder> = None;
+            let mut group: Option<GroupBuilder> = None;
             for (i, ev) in events.iter().enumerate() {
                 let id = ev.event.id.as_str();
                 if let Some(s) = in_batch.get(id) {
@@ -707,7 +746,14 @@ impl SledStore {
                     chunk = Some(ChunkBuilder::new(seq));
                 }
                 let c = chunk.as_mut().expect("a chunk was just opened");
-                c.push(row, &ev.event);
+                c.push(row);
+                if group.as_ref().is_none_or(GroupBuilder::full) {
+                    if let Some(full) = group.take() {
+                        full.seal(&mut batch);
+                    }
+                    group = Some(GroupBuilder::new(seq));
+                }
+                group.as_mut().expect("a group was just opened").push(seq, &ev.event);
                 let mut entry = [0u8; 16];
                 entry[..8].copy_from_slice(&seq.to_be_bytes());
                 entry[8..].copy_from_slice(&c.first_seq.to_be_bytes());
@@ -718,6 +764,9 @@ impl SledStore {
             }
             if let Some(c) = chunk.take() {
                 c.seal(node, now, &mut batch);
+            }
+            if let Some(g) = group.take() {
+                g.seal(&mut batch);
             }
             if added > 0 {
                 batch.insert(META_COUNT, &(w.count + added).to_le_bytes());
@@ -804,17 +853,20 @@ impl SledStore {
         Ok(None)
     }
 
-    /// Layout 2, one party's postings from the chunk holding `start_seq`; an
-    /// entry of the party in another role is walked past without reading its row.
+    /// Layout 2, one party's postings from the groups that can hold
+    /// `start_seq`; an entry of the party in another role is walked past
+    /// without reading its row.
     fn query_party(&self, walk: &mut Walk, start_seq: u64, party: Uuid, role: u8) -> Result<Option<Page>, StoreError> {
-        let from = self.chunk_start_at_or_before(start_seq)?.unwrap_or(start_seq);
+        // A group holds at most GROUP_ROWS_MAX rows, so one holding start_seq
+        // starts at most GROUP_ROWS_MAX - 1 before it.
+        let from = start_seq.saturating_sub(GROUP_ROWS_MAX - 1);
         let mut cached: Option<Chunk> = None;
         let range = uuid_key(P_PARTY, &party, from)..=uuid_key(P_PARTY, &party, u64::MAX);
         for item in self.inner.db.range(range) {
             let (k, v) = item.map_err(sled_err)?;
             let first = tail_seq(&k);
             if v.is_empty() || v.len() % 3 != 0 {
-                return Err(StoreError::Corrupt(format!("postings of chunk {first} have a bad length")));
+                return Err(StoreError::Corrupt(format!("postings of group {first} have a bad length")));
             }
             for p in v.chunks_exact(3) {
                 let seq = first + u64::from(le_u16(p));
@@ -828,8 +880,11 @@ impl SledStore {
                 if p[2] & role == 0 {
                     continue;
                 }
-                if cached.as_ref().is_none_or(|c| c.first_seq != first) {
-                    cached = Some(self.chunk(first)?);
+                if cached.as_ref().is_none_or(|c| seq < c.first_seq || seq > c.last_seq()) {
+                    let Some(start) = self.chunk_start_at_or_before(seq)? else {
+                        return Err(StoreError::Corrupt(format!("a posting of group {first} points to seq {seq}, before every chunk")));
+                    };
+                    cached = Some(self.chunk(start)?);
                 }
                 let ev = cached.as_ref().expect("cached above").event(seq)?;
                 walk.offer(ev);
@@ -1084,8 +1139,11 @@ mod tests {
         let chunks = s.inner.db.scan_prefix([P_CHUNK]).count();
         eprintln!("{n} events: {keys} sled keys, {chunks} chunks");
         assert!(chunks > 3, "a batch of 200 events spans several chunks");
-        // id entries: n; payer(+recipient) postings: ≤ n; recipients: n/7; merchants: 4 per chunk.
-        assert!(keys <= n * 2 + n / 7 + 4 * chunks as u64 + chunks as u64 + 4, "{keys} keys for {n} events");
+        // One posting key per party per batch (one group each): 50 payers
+        // (whose recipient is themselves), ≤ 29 named recipients, 4
+        // merchants; plus an id entry per event, the chunks and two meta keys.
+        let per_batch = 50 + (n / 3).div_ceil(7) + 4;
+        assert!(keys <= n + 3 * per_batch + chunks as u64 + 2, "{keys} keys for {n} events");
         // By id, each one, exactly as sent.
         for (i, e) in all.iter().enumerate() {
             let got = s.get(&e.id).await.expect("get").expect("present");
@@ -1131,6 +1189,29 @@ mod tests {
         assert_eq!(r, vec![Outcome::Duplicate { ledger_seq: 124 }, Outcome::Conflict { ledger_seq: 124 }]);
         let st = s.stats().await.expect("stats");
         assert_eq!((st.events, st.ledger_seq_max), (n, n));
+    }
+
+    /// A batch of more than GROUP_ROWS_MAX rows has several posting groups;
+    /// a query by party finds every row from any starting point, the first
+    /// group's rows included when it starts inside them.
+    #[tokio::test]
+    async fn a_batch_larger_than_a_posting_group_reads_back_by_party() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SledStore::open(dir.path(), false).expect("open");
+        let n = GROUP_ROWS_MAX + 904;
+        let (a, b) = (uuid(1), uuid(2));
+        let batch: Vec<IncomingEvent> =
+            (0..n).map(|i| inc(i, party_event(&format!("g-{i}"), if i % 3 == 0 { &a } else { &b }, &uuid(100 + u128::from(i % 11)), None))).collect();
+        s.record_batch("edge-1", batch).await.expect("batch");
+        let groups = s.inner.db.scan_prefix(uuid_key(P_PARTY, &a, 0)[..17].to_vec()).count();
+        assert_eq!(groups, 2, "merchant a has one posting key per group");
+        for after in [0, 17, GROUP_ROWS_MAX - 2, GROUP_ROWS_MAX + 1, n - 3] {
+            for (limit, scan_max) in [(1000, QUERY_SCAN_ENTRIES_MAX), (7, 50)] {
+                let f = Filter { payee: Some(a), after, limit, ..Filter::default() };
+                let want: Vec<u64> = (after + 1..=n).filter(|seq| (seq - 1) % 3 == 0).collect();
+                assert_eq!(query_all(&s, f, scan_max), want, "after {after} limit {limit}");
+            }
+        }
     }
 
     /// A flipped bit in a chunk is reported as corruption, not served.

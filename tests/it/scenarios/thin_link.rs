@@ -111,7 +111,11 @@ async fn run(name: &'static str, new_forwarder: bool, cut_for: Duration, thin_fo
     // with a short retry cap so that the scenario's recovery is not a
     // backoff sleep.
     let mut opts = SpooldOptions::default().forward_to(&proxy.url(), NODE_TOKEN).retry("max = \"1s\"");
-    if !new_forwarder {
+    if new_forwarder {
+        // The proxy listens on loopback, where `auto` would send plain
+        // batches (same host); a real thin link is to another host.
+        opts = opts.ledger("compression = \"zstd\"");
+    } else {
         opts = opts.ledger("batch_sizing = \"fixed\"").ledger("compression = \"off\"");
     }
     let s = Spoold::start(opts).await.expect("start spoold");
