@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use common::wire::{BatchResults, LedgerBatch, LedgerBatchEvent, LedgerResult, LedgerStatus};
+use common::wire::{BatchResults, LedgerResult, LedgerStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -846,13 +846,27 @@ fn total_attempts(r: &Record, attempts: u32) -> u32 {
     r.attempts.saturating_add(attempts)
 }
 
+/// A batch as sent: [`LedgerBatch`] borrowing the spooled events, which are
+/// serialised straight to JSON (no `serde_json::Value` built per event).
+#[derive(serde::Serialize)]
+struct BatchOut<'a> {
+    node: &'a str,
+    events: Vec<BatchEventOut<'a>>,
+}
+
+/// [`LedgerBatchEvent`], borrowed.
+#[derive(serde::Serialize)]
+struct BatchEventOut<'a> {
+    seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+    event: &'a spool_format::Event,
+}
+
 fn batch_body(node: &str, sub: &[Record]) -> Result<Vec<u8>, String> {
-    let batch = LedgerBatch {
-        node: node.to_owned(),
-        events: sub
-            .iter()
-            .map(|r| LedgerBatchEvent { seq: r.seq, received_at: r.received_at, event: r.event.to_json_value() })
-            .collect(),
+    let batch = BatchOut {
+        node,
+        events: sub.iter().map(|r| BatchEventOut { seq: r.seq, received_at: r.received_at, event: &r.event }).collect(),
     };
     serde_json::to_vec(&batch).map_err(|e| e.to_string())
 }
@@ -1194,6 +1208,21 @@ async fn apply(ctx: &Ctx, sub: &[Record], results: &[LedgerResult], attempts: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::wire::{LedgerBatch, LedgerBatchEvent};
+
+    /// The batch body is the wire's `LedgerBatch`, each event exactly its
+    /// SPEC §1 JSON (as `Event::to_json_value` gives it).
+    #[test]
+    fn batch_body_is_a_ledger_batch_of_the_events_json() {
+        let sub = vec![record(7, "a"), record(9, "b")];
+        let body = batch_body("edge-1", &sub).expect("encode");
+        let parsed: LedgerBatch = serde_json::from_slice(&body).expect("a LedgerBatch");
+        let want = LedgerBatch {
+            node: "edge-1".into(),
+            events: sub.iter().map(|r| LedgerBatchEvent { seq: r.seq, received_at: r.received_at, event: r.event.to_json_value() }).collect(),
+        };
+        assert_eq!(parsed, want);
+    }
 
     #[test]
     fn loopback_urls_are_this_host() {

@@ -195,16 +195,13 @@ impl<S: Store> Api<S> {
             Ok(b) => b,
             Err(resp) => return *resp,
         };
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RawBatch {
-            node: String,
-            events: Vec<serde_json::Value>,
-        }
         // Strict: a duplicate key anywhere (`node`, an event's `amount`) refuses the
         // whole batch, naming the key's path in `field`.
-        let batch: RawBatch = match spool_format::json::from_slice_strict_as(&body) {
-            Ok(b) => b,
+        let batch = match spool_format::json::from_slice_strict(&body) {
+            Ok(v) => match RawBatch::from_value(v) {
+                Ok(b) => b,
+                Err(msg) => return error_response(StatusCode::BAD_REQUEST, ErrorDetail::new("invalid_json", msg)),
+            },
             Err(e) => {
                 let mut detail = ErrorDetail::new("invalid_json", e.message);
                 if let Some(key) = e.duplicate_key {
@@ -482,6 +479,35 @@ impl<S: Store> Api<S> {
 
 /// Parses one `{"seq":…,"received_at":…,"event":{…}}` entry; on failure the id
 /// (if one can be read) and the error.
+/// A batch's two fields, taken out of the parsed JSON without copying the events.
+struct RawBatch {
+    node: String,
+    events: Vec<serde_json::Value>,
+}
+
+impl RawBatch {
+    /// `{"node": string, "events": [..]}` and nothing else (the messages are
+    /// serde's for the same mistakes).
+    fn from_value(v: serde_json::Value) -> Result<RawBatch, String> {
+        use serde_json::Value;
+        let Value::Object(mut m) = v else { return Err("invalid type: expected a batch object".into()) };
+        if let Some(k) = m.keys().find(|k| !["node", "events"].contains(&k.as_str())) {
+            return Err(format!("unknown field `{k}`, expected `node` or `events`"));
+        }
+        let node = match m.remove("node") {
+            Some(Value::String(s)) => s,
+            Some(_) => return Err("node: invalid type, expected a string".into()),
+            None => return Err("missing field `node`".into()),
+        };
+        let events = match m.remove("events") {
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err("events: invalid type, expected an array".into()),
+            None => return Err("missing field `events`".into()),
+        };
+        Ok(RawBatch { node, events })
+    }
+}
+
 fn parse_entry(entry: &serde_json::Value) -> Result<IncomingEvent, (String, ErrorDetail)> {
     let id = entry
         .get("event")
