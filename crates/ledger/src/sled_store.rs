@@ -66,8 +66,13 @@
 //! # Invariants
 //!
 //! **Invariant:** a batch's chunks, postings and id entries go in one atomic
-//! `apply_batch`, under the write lock, so two batches carrying the same id can
-//! never both create it, and no index entry is ever durable without its row.
+//! `apply_batch`, under the write lock, so no index entry is ever durable
+//! without its row; and two batches carrying the same id never both create it:
+//! a batch looks its ids up in sled *before* taking the lock (noting the
+//! generation of the last batch applied), then, under the lock, checks the
+//! ids it did not find against the ids created by every batch applied since
+//! (kept in memory for the latest [`RECENT_IDS_MAX`] ids; if those batches are
+//! no longer all there, it looks the ids up again under the lock).
 //! (The first `apply_batch` makes sled put every later operation of the process
 //! behind one global `RwLock`; ledgerd's writes are serialised by the write lock
 //! anyway, and reads wait only while a batch is applied.)
@@ -108,6 +113,11 @@ pub const QUERY_SCAN_ENTRIES_MAX: usize = 100_000;
 pub const CHUNK_BYTES_TARGET: usize = 7 * 1024;
 /// Rows in one chunk, at most (row indexes are u16 on disk).
 pub const CHUNK_ROWS_MAX: usize = 1024;
+/// Ids of the latest batches kept in memory (with digest and ledger_seq,
+/// ~100 bytes each: ~6 MiB): a batch looks its ids up before it takes the
+/// write lock, then checks them only against the batches applied meanwhile
+/// (four in flight per node: a few thousand ids), not sled again.
+const RECENT_IDS_MAX: usize = 65_536;
 /// Rows in one posting group, at most: a posting entry's offset is a u16, and
 /// a query by party looks back this many seqs for the groups that can hold its
 /// first row. 4096: a forwarder batch (500 by default) is one group.
@@ -460,6 +470,38 @@ struct Inner {
 struct WriteState {
     next_seq: u64,
     count: u64,
+    /// The ids created by the most recent batches, by generation (every
+    /// generation has an entry, in order, the latest always kept), at most
+    /// [`RECENT_IDS_MAX`] ids in all: what a batch whose ids were looked up
+    /// before it took the lock checks them against.
+    recent: std::collections::VecDeque<(u64, HashMap<String, ([u8; 32], u64)>)>,
+    /// Ids held in `recent`.
+    recent_ids: usize,
+    /// [`RECENT_IDS_MAX`] (smaller in tests, to reach the look-again path).
+    recent_ids_max: usize,
+}
+
+impl WriteState {
+    /// The ids created by batches of generation above `gen`, when `recent`
+    /// still holds all of those batches.
+    fn created_since(&self, gen: u64) -> Option<Vec<&HashMap<String, ([u8; 32], u64)>>> {
+        match self.recent.front() {
+            Some((oldest, _)) if *oldest <= gen + 1 => Some(self.recent.iter().filter(|(g, _)| *g > gen).map(|(_, m)| m).collect()),
+            Some(_) => None,
+            // No batch since the store opened.
+            None => Some(Vec::new()),
+        }
+    }
+
+    fn remember(&mut self, gen: u64, created: HashMap<String, ([u8; 32], u64)>) {
+        self.recent_ids += created.len();
+        self.recent.push_back((gen, created));
+        while self.recent_ids > self.recent_ids_max && self.recent.len() > 1 {
+            if let Some((_, m)) = self.recent.pop_front() {
+                self.recent_ids -= m.len();
+            }
+        }
+    }
 }
 
 /// Embedded sled store; cheap to clone.
@@ -613,7 +655,7 @@ impl SledStore {
             inner: Arc::new(Inner {
                 db,
                 committer,
-                write: Mutex::new(WriteState { next_seq, count }),
+                write: Mutex::new(WriteState { next_seq, count, recent: Default::default(), recent_ids: 0, recent_ids_max: RECENT_IDS_MAX }),
                 flush: Mutex::new((0, guarded.state)),
                 applied_seq: AtomicU64::new(next_seq - 1),
                 regression: guarded.accepted,
@@ -716,8 +758,22 @@ impl SledStore {
         let digests: Vec<[u8; 32]> = events.iter().map(|e| e.event.digest()).collect();
         let mut stored: Vec<Option<([u8; 32], u64)>> = vec![None; events.len()];
         let mut created = vec![false; events.len()];
+        // The ids are looked up before the write lock (the costly part, done
+        // beside other batches' writes): every batch of generation <= seen
+        // had been applied before, so its ids are found here; those applied
+        // since are checked under the lock against `recent`.
+        let seen = self.inner.applied.load(Ordering::SeqCst);
+        let mut looked_up = Vec::with_capacity(events.len());
+        for ev in &events {
+            looked_up.push(self.get_blocking(&ev.event.id)?.map(|old| (old.event.digest(), old.ledger_seq)));
+        }
+        let rows: Vec<Vec<u8>> = events.iter().map(|ev| encode_row(ev.node_seq, ev.received_at, &ev.event)).collect();
         let gen = {
             let mut w = self.inner.write.lock().unwrap_or_else(|p| p.into_inner());
+            // Stable under the lock: generations are only taken under it.
+            let latest = self.inner.applied.load(Ordering::SeqCst);
+            let since = if latest == seen { Some(Vec::new()) } else { w.created_since(seen) };
+            let mut mine: HashMap<String, ([u8; 32], u64)> = HashMap::new();
             let mut batch = sled::Batch::default();
             let mut in_batch: HashMap<&str, ([u8; 32], u64)> = HashMap::new();
             let now = OffsetDateTime::now_utc();
@@ -725,20 +781,25 @@ impl SledStore {
             let mut added = 0u64;
             let mut chunk: Option<ChunkBuilder> = None;
             let mut group: Option<GroupBuilder> = None;
-            for (i, ev) in events.iter().enumerate() {
+            for ((i, ev), row) in events.iter().enumerate().zip(rows) {
                 let id = ev.event.id.as_str();
                 if let Some(s) = in_batch.get(id) {
                     stored[i] = Some(*s);
                     continue;
                 }
-                if let Some(old) = self.get_blocking(id)? {
-                    stored[i] = Some((old.event.digest(), old.ledger_seq));
+                let old = match (looked_up[i], &since) {
+                    (Some(found), _) => Some(found),
+                    (None, Some(maps)) => maps.iter().find_map(|m| m.get(id).copied()),
+                    // `recent` no longer reaches back to the lookup: look again.
+                    (None, None) => self.get_blocking(id)?.map(|old| (old.event.digest(), old.ledger_seq)),
+                };
+                if let Some(found) = old {
+                    stored[i] = Some(found);
                     continue;
                 }
                 let seq = next_seq;
                 next_seq += 1;
                 added += 1;
-                let row = encode_row(ev.node_seq, ev.received_at, &ev.event);
                 if !chunk.as_ref().is_some_and(|c| c.fits(row.len())) {
                     if let Some(full) = chunk.take() {
                         full.seal(node, now, &mut batch);
@@ -759,6 +820,7 @@ impl SledStore {
                 entry[8..].copy_from_slice(&c.first_seq.to_be_bytes());
                 batch.insert(str_key(P_ID, id), &entry);
                 in_batch.insert(id, (digests[i], seq));
+                mine.insert(id.to_owned(), (digests[i], seq));
                 stored[i] = Some((digests[i], seq));
                 created[i] = true;
             }
@@ -778,7 +840,9 @@ impl SledStore {
             // Taken under the write lock after the apply: a later batch that sees
             // this batch's rows (as duplicates) gets a higher generation and so
             // waits for a flush that covers them too.
-            self.inner.applied.fetch_add(1, Ordering::SeqCst) + 1
+            let gen = self.inner.applied.fetch_add(1, Ordering::SeqCst) + 1;
+            w.remember(gen, mine);
+            gen
         };
         self.wait_durable(gen)?;
         outcomes(&digests, |i| stored[i], |i| created[i])
@@ -1067,6 +1131,64 @@ mod tests {
         }
         assert_eq!(accepted, 1);
         assert_eq!(s.stats().await.expect("stats").events, 1);
+    }
+
+    /// Many batches at once with overlapping ids (each id's event the same
+    /// everywhere, except a few sent different by one task): every id is
+    /// created exactly once and every answer for it names that ledger_seq;
+    /// both with the recent ids in memory and when they no longer reach back
+    /// (each lookup done again under the lock).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn overlapping_concurrent_batches_create_each_id_once() {
+        for recent_max in [RECENT_IDS_MAX, 1] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let s = SledStore::open(dir.path(), false).expect("open");
+            s.inner.write.lock().expect("lock").recent_ids_max = recent_max;
+            let mut tasks = Vec::new();
+            for t in 0..6u64 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    for round in 0..30u64 {
+                        // 40 ids of a pool of 300, a different window per task and round.
+                        let batch: Vec<IncomingEvent> = (0..40u64)
+                            .map(|k| {
+                                let id = (t * 37 + round * 11 + k * 7) % 300;
+                                // Task 5 sends ids divisible by 50 with another amount.
+                                let amount = if t == 5 && id % 50 == 0 { 9 } else { 5 };
+                                inc(k, event(&format!("ov-{id}"), amount, PAYEE_A))
+                            })
+                            .collect();
+                        let ids: Vec<String> = batch.iter().map(|e| e.event.id.clone()).collect();
+                        let amounts: Vec<u64> = batch.iter().map(|e| e.event.amount).collect();
+                        let out = s.record_batch(&format!("n{t}"), batch).await.expect("batch");
+                        answers.extend(ids.into_iter().zip(amounts).zip(out));
+                    }
+                    answers
+                }));
+            }
+            let mut accepted: HashMap<String, (u64, u64)> = HashMap::new();
+            let mut all = Vec::new();
+            for t in tasks {
+                for ((id, amount), o) in t.await.expect("join") {
+                    if let Outcome::Accepted { ledger_seq } = o {
+                        assert!(accepted.insert(id.clone(), (ledger_seq, amount)).is_none(), "{id} accepted twice (recent max {recent_max})");
+                    }
+                    all.push((id, amount, o));
+                }
+            }
+            for (id, amount, o) in &all {
+                let (seq, first_amount) = accepted[id];
+                let want = match o {
+                    Outcome::Accepted { .. } => Outcome::Accepted { ledger_seq: seq },
+                    _ if *amount == first_amount => Outcome::Duplicate { ledger_seq: seq },
+                    _ => Outcome::Conflict { ledger_seq: seq },
+                };
+                assert_eq!(*o, want, "{id} amount {amount} (recent max {recent_max})");
+            }
+            assert_eq!(s.stats().await.expect("stats").events, accepted.len() as u64);
+            assert_eq!(accepted.len(), 300, "every id of the pool was sent");
+        }
     }
 
     fn party_event(id: &str, payee: &Uuid, payer: &Uuid, recipient: Option<&Uuid>) -> Event {
