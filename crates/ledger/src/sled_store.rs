@@ -1,10 +1,11 @@
-//! The embedded store: one sled tree, two to three sled writes per event.
+//! The embedded store: one sled tree, one to two sled writes per event.
 //!
 //! # Layout (store layout 2)
 //!
 //! ```text
 //! c <first ledger_seq u64 BE>          -> chunk: the rows of consecutive ledger_seqs of one batch
-//! i <event id>                         -> ledger_seq u64 BE ‖ first ledger_seq of its chunk u64 BE
+//! x <partition u64 BE>, r <partition> <chunk u64 BE>, f <partition> <chunk>
+//!                                      -> the id index's sealed partitions (crate `idindex`)
 //! p <party uuid 16 bytes> <group first ledger_seq u64 BE>
 //!                                      -> postings: [seq - group first u16 LE ‖ roles u8]*
 //!                                         (roles: 1 payee, 2 recipient, 4 payer; one entry per
@@ -30,23 +31,38 @@
 //! than [`durable::SLED_BLOB_THRESHOLD_BYTES`] to a blob file of its own (one
 //! more file and fsync per commit), so 17 chunks must stay under that.
 //!
+//! **The id index** (crate `idindex`, the spool's, under the prefixes
+//! [`ID_INDEX`]): an id is reduced to a 64-bit fingerprint; the latest ids
+//! (at most [`idindex::OPEN_IDS_MAX`]) are held in memory, exact, and rebuilt
+//! at open from the chunks after the last sealed partition; when that *open
+//! partition* is full it is sealed, in the batch that fills it, into sorted
+//! runs of (fingerprint, ledger_seq) and a binary fuse filter kept in memory
+//! (~1.1 bytes per id ever recorded; a lookup probes every sealed partition's
+//! filter). A lookup gives candidate ledger_seqs; each is confirmed against
+//! its row (same id?), so neither a filter's false positive nor two ids with
+//! one fingerprint can answer for the wrong event. There is no sled key per
+//! id: a store written by a development build of layout 2 still holds `i<id>`
+//! entries (id → ledger_seq, chunk), which are read, never written.
+//!
 //! A *posting group* is the rows of one batch, at most [`GROUP_ROWS_MAX`]
 //! of them (a larger batch has several groups): a party's postings for a
 //! group are one key, whatever chunks its rows fall in.
 //!
-//! **Writes per event**: one id entry, one posting per distinct party of the
+//! **Writes per event**: one posting per distinct party of the
 //! event that is not already in the group's posting for that party (a payee
 //! selling several times within a batch is one key; a payer whose recipient is
 //! itself — the default — is one key), plus a chunk per
-//! ~[`CHUNK_BYTES_TARGET`] of rows and the event count per batch: two keys per
-//! event when the batch already holds the payee, three when it does not (the
-//! bench's 200 merchants in batches of 500 give about 2.4; with postings per
-//! chunk, as first written, they gave about three); layout 1 wrote five (row,
-//! ledger order, payee, recipient, payer) and every row repeated the node and
-//! the time as JSON.
+//! ~[`CHUNK_BYTES_TARGET`] of rows, the event count per batch, and the id
+//! index's runs once per [`idindex::OPEN_IDS_MAX`] ids (about 1/440 key per
+//! event): one key per event when the batch already holds the payee, two when
+//! it does not (the bench's 200 merchants in batches of 500 give about 1.4;
+//! with an id entry per event and postings per chunk, as layout 2 was first
+//! written, they gave about three); layout 1 wrote five (row, ledger order,
+//! payee, recipient, payer) and every row repeated the node and the time as
+//! JSON.
 //!
-//! **Reads**: by id, `i` then one chunk (its CRC32C checked, the one row
-//! decoded and validated). In ledger order, the chunks from the one holding
+//! **Reads**: by id, the id index's candidates, each confirmed by reading its
+//! chunk (its CRC32C checked, the one row decoded and validated). In ledger order, the chunks from the one holding
 //! `after + 1`. By payee/recipient/payer, that party's postings from the
 //! groups that can hold `after + 1` (those starting at most
 //! [`GROUP_ROWS_MAX`] − 1 before it), skipping entries of the party in another
@@ -65,10 +81,13 @@
 //!
 //! # Invariants
 //!
-//! **Invariant:** a batch's chunks, postings and id entries go in one atomic
-//! `apply_batch`, under the write lock, so no index entry is ever durable
-//! without its row; and two batches carrying the same id never both create it:
-//! a batch looks its ids up in sled *before* taking the lock (noting the
+//! **Invariant:** a batch's chunks and postings (and a sealed id partition) go in one atomic
+//! `apply_batch`, under the write lock, so no posting is ever durable without
+//! its row; an id enters the in-memory id index only after its row is applied,
+//! and a sealed partition's runs are applied before its filter is used (the
+//! index stays locked from the seal to the end of the apply); and two batches
+//! carrying the same id never both create it:
+//! a batch looks its ids up *before* taking the lock (noting the
 //! generation of the last batch applied), then, under the lock, checks the
 //! ids it did not find against the ids created by every batch applied since
 //! (kept in memory for the latest [`RECENT_IDS_MAX`] ids; if those batches are
@@ -127,8 +146,12 @@ pub const GROUP_ROWS_MAX: u64 = 4096;
 const SLED_CACHE_BYTES: u64 = 128 << 20;
 
 const P_CHUNK: u8 = b'c';
+/// Id entries of stores written by development builds of layout 2 before the
+/// id index (read, never written).
 const P_ID: u8 = b'i';
 const P_PARTY: u8 = b'p';
+/// Where the id index (`idindex`) keeps its partitions, runs and filters.
+const ID_INDEX: idindex::Prefixes = idindex::Prefixes { partition: b'x', run: b'r', filter: b'f' };
 const ROLE_PAYEE: u8 = 1;
 const ROLE_RECIPIENT: u8 = 2;
 const ROLE_PAYER: u8 = 4;
@@ -465,6 +488,14 @@ struct Inner {
     /// Highest ledger_seq held in layout 1 (0: none, the store was created with
     /// layout 2 and no layout-1 key is ever looked up).
     v1_seq_max: u64,
+    /// The id index: event id → ledger_seq candidates (module docs).
+    index: std::sync::RwLock<idindex::Index>,
+    /// Ids in the index's open partition before it is sealed
+    /// ([`idindex::OPEN_IDS_MAX`]; smaller in tests).
+    open_ids_max: std::sync::atomic::AtomicUsize,
+    /// The store holds `i<id>` entries (a development build of layout 2
+    /// wrote them): lookups read them too.
+    has_id_keys: bool,
 }
 
 struct WriteState {
@@ -651,6 +682,8 @@ impl SledStore {
         if v1_seq_max > 0 {
             tracing::info!(v1_seq_max, "ledger store holds layout-1 events; they are read as they are");
         }
+        let has_id_keys = db.scan_prefix([P_ID]).next().is_some();
+        let index = Self::open_index(&db, v1_seq_max)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,
@@ -662,8 +695,47 @@ impl SledStore {
                 applied: AtomicU64::new(0),
                 failed: Mutex::new(None),
                 v1_seq_max,
+                index: std::sync::RwLock::new(index),
+                open_ids_max: std::sync::atomic::AtomicUsize::new(idindex::OPEN_IDS_MAX),
+                has_id_keys,
             }),
         })
+    }
+
+    /// Loads the id index's sealed partitions and rebuilds its open partition
+    /// from the chunks after them (at most [`idindex::OPEN_IDS_MAX`] rows, plus
+    /// the rows of a partition whose filter is damaged).
+    fn open_index(db: &sled::Db, v1_seq_max: u64) -> Result<idindex::Index, StoreError> {
+        let mut index = idindex::Index::new(ID_INDEX, 0, 0);
+        // A damaged partition's rows are put back into the open partition
+        // (the last one's, if it is the damaged one, by the open range below).
+        let mut ranges = index.load_sealed(db).map_err(sled_err)?;
+        let open_from = index.sealed_last_seq().unwrap_or(v1_seq_max).max(v1_seq_max) + 1;
+        index.open_from = open_from;
+        ranges.push((open_from, u64::MAX));
+        for (lo, hi) in ranges {
+            let lo = lo.max(v1_seq_max + 1);
+            let from = match db.range(seq_key(P_CHUNK, 0)..=seq_key(P_CHUNK, lo)).keys().next_back() {
+                Some(k) => tail_seq(&k.map_err(sled_err)?),
+                None => lo,
+            };
+            for item in db.range(seq_key(P_CHUNK, from)..=seq_key(P_CHUNK, hi)) {
+                let (k, v) = item.map_err(sled_err)?;
+                let chunk = Chunk::decode(tail_seq(&k), v)?;
+                for seq in chunk.first_seq.max(lo)..=chunk.last_seq().min(hi) {
+                    index.insert(idindex::fingerprint(&chunk.event(seq)?.event.id), seq);
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    /// The event recorded as `seq` (layout 2).
+    fn event_at(&self, seq: u64) -> Result<StoredEvent, StoreError> {
+        match self.chunk_start_at_or_before(seq)? {
+            Some(first) => self.chunk(first)?.event(seq),
+            None => Err(StoreError::Corrupt(format!("the id index points to seq {seq}, before every chunk"))),
+        }
     }
 
     /// The problem the operator accepted at open (`--accept-store-regression`), if any.
@@ -733,17 +805,29 @@ impl SledStore {
     }
 
     fn get_blocking(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        if let Some(v) = self.inner.db.get(str_key(P_ID, id)).map_err(sled_err)? {
-            if v.len() != 16 {
-                return Err(StoreError::Corrupt(format!("id entry of {id:?} has a bad length")));
+        let fp = idindex::fingerprint(id);
+        let candidates = self.inner.index.read().unwrap_or_else(|p| p.into_inner()).candidates(&self.inner.db, fp).map_err(sled_err)?;
+        // Confirmed against the row: a fingerprint shared by two ids (or a
+        // filter's false positive) never answers for the wrong event.
+        for seq in candidates {
+            let ev = self.event_at(seq)?;
+            if ev.event.id == id {
+                return Ok(Some(ev));
             }
-            let (seq, first) = (be_u64(&v[..8]), be_u64(&v[8..]));
-            let ev = self.chunk(first)?.event(seq)?;
-            // Pair assertion: the row found is the one the id entry names.
-            if ev.event.id != id {
-                return Err(StoreError::Corrupt(format!("id entry of {id:?} points to event {:?}", ev.event.id)));
+        }
+        if self.inner.has_id_keys {
+            if let Some(v) = self.inner.db.get(str_key(P_ID, id)).map_err(sled_err)? {
+                if v.len() != 16 {
+                    return Err(StoreError::Corrupt(format!("id entry of {id:?} has a bad length")));
+                }
+                let (seq, first) = (be_u64(&v[..8]), be_u64(&v[8..]));
+                let ev = self.chunk(first)?.event(seq)?;
+                // Pair assertion: the row found is the one the id entry names.
+                if ev.event.id != id {
+                    return Err(StoreError::Corrupt(format!("id entry of {id:?} points to event {:?}", ev.event.id)));
+                }
+                return Ok(Some(ev));
             }
-            return Ok(Some(ev));
         }
         if self.inner.v1_seq_max > 0 {
             if let Some(raw) = self.inner.db.get(str_key(V1_EVENT, id)).map_err(sled_err)? {
@@ -815,10 +899,6 @@ impl SledStore {
                     group = Some(GroupBuilder::new(seq));
                 }
                 group.as_mut().expect("a group was just opened").push(seq, &ev.event);
-                let mut entry = [0u8; 16];
-                entry[..8].copy_from_slice(&seq.to_be_bytes());
-                entry[8..].copy_from_slice(&c.first_seq.to_be_bytes());
-                batch.insert(str_key(P_ID, id), &entry);
                 in_batch.insert(id, (digests[i], seq));
                 mine.insert(id.to_owned(), (digests[i], seq));
                 stored[i] = Some((digests[i], seq));
@@ -832,7 +912,32 @@ impl SledStore {
             }
             if added > 0 {
                 batch.insert(META_COUNT, &(w.count + added).to_le_bytes());
-                self.inner.db.apply_batch(batch).map_err(sled_err)?;
+                // Ids go into the index only once their rows are applied (a
+                // lookup must never find a seq whose row is not there). When
+                // the open partition is full, it is sealed into this same
+                // batch, holding the index locked until the apply: its runs
+                // must be in sled before anyone reads them.
+                let open_ids_max = self.inner.open_ids_max.load(Ordering::SeqCst);
+                let mut sealing = {
+                    let index = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+                    (index.open_len() >= open_ids_max).then_some(index)
+                };
+                if let Some(index) = sealing.as_mut() {
+                    for (k, v) in index.seal() {
+                        batch.insert(k, v);
+                    }
+                }
+                if let Err(e) = self.inner.db.apply_batch(batch) {
+                    // The in-memory index may be ahead of sled now: no more writes.
+                    let msg = format!("apply: {}", sled_err(e));
+                    *self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+                    return Err(StoreError::Unavailable(msg));
+                }
+                let mut index = sealing.unwrap_or_else(|| self.inner.index.write().unwrap_or_else(|p| p.into_inner()));
+                for (id, (_, seq)) in &mine {
+                    index.insert(idindex::fingerprint(id), *seq);
+                }
+                drop(index);
                 w.next_seq = next_seq;
                 w.count += added;
                 self.inner.applied_seq.fetch_max(next_seq - 1, Ordering::SeqCst);
@@ -1235,7 +1340,7 @@ mod tests {
     /// point of layout 2: about two keys per event for merchant traffic
     /// (layout 1 wrote five).
     #[tokio::test]
-    async fn chunks_and_postings_answer_every_read_with_about_two_keys_per_event() {
+    async fn chunks_and_postings_answer_every_read_with_few_keys_per_event() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SledStore::open(dir.path(), false).expect("open");
         let merchants: Vec<Uuid> = (0..4).map(uuid).collect();
@@ -1263,9 +1368,11 @@ mod tests {
         assert!(chunks > 3, "a batch of 200 events spans several chunks");
         // One posting key per party per batch (one group each): 50 payers
         // (whose recipient is themselves), ≤ 29 named recipients, 4
-        // merchants; plus an id entry per event, the chunks and two meta keys.
+        // merchants; the chunks and two meta keys; no key per id (the id
+        // index's open partition is in memory).
         let per_batch = 50 + (n / 3).div_ceil(7) + 4;
-        assert!(keys <= n + 3 * per_batch + chunks as u64 + 2, "{keys} keys for {n} events");
+        assert!(keys <= 3 * per_batch + chunks as u64 + 2, "{keys} keys for {n} events");
+        assert_eq!(s.inner.db.scan_prefix([P_ID]).count(), 0, "no id entries");
         // By id, each one, exactly as sent.
         for (i, e) in all.iter().enumerate() {
             let got = s.get(&e.id).await.expect("get").expect("present");
@@ -1333,6 +1440,47 @@ mod tests {
                 let want: Vec<u64> = (after + 1..=n).filter(|seq| (seq - 1) % 3 == 0).collect();
                 assert_eq!(query_all(&s, f, scan_max), want, "after {after} limit {limit}");
             }
+        }
+    }
+
+    /// The id index sealed many times (a tiny open partition): every id is
+    /// found, a resend is all `duplicate` with the first seqs and a changed
+    /// event a `conflict`, before and after a reopen (sealed partitions loaded,
+    /// the open one rebuilt from the chunks); no sled key per id.
+    #[tokio::test]
+    async fn ids_are_found_across_sealed_partitions_and_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let batches: Vec<Vec<IncomingEvent>> =
+            (0..20u64).map(|b| (0..50u64).map(|k| inc(k, event(&format!("ix-{}", b * 50 + k), 5, PAYEE_A))).collect()).collect();
+        {
+            let s = SledStore::open(dir.path(), false).expect("open");
+            s.inner.open_ids_max.store(120, Ordering::SeqCst);
+            for b in &batches {
+                let out = s.record_batch("edge-1", b.clone()).await.expect("batch");
+                assert!(out.iter().all(|o| matches!(o, Outcome::Accepted { .. })));
+            }
+            assert!(s.inner.db.scan_prefix([ID_INDEX.partition]).count() >= 5, "sealed partitions");
+            assert_eq!(s.inner.db.scan_prefix([P_ID]).count(), 0);
+            s.close().expect("close");
+        }
+        for round in 0..2 {
+            let s = SledStore::open(dir.path(), false).expect("reopen");
+            s.inner.open_ids_max.store(120, Ordering::SeqCst);
+            for (b, batch) in batches.iter().enumerate() {
+                let out = s.record_batch("edge-2", batch.clone()).await.expect("resend");
+                let want: Vec<Outcome> = (0..50u64).map(|k| Outcome::Duplicate { ledger_seq: b as u64 * 50 + k + 1 }).collect();
+                assert_eq!(out, want, "round {round} batch {b}");
+            }
+            let out = s.record_batch("edge-2", vec![inc(0, event("ix-777", 6, PAYEE_A))]).await.expect("conflict");
+            assert_eq!(out, vec![Outcome::Conflict { ledger_seq: 778 }]);
+            let got = s.get("ix-999").await.expect("get").expect("present");
+            assert_eq!(got.ledger_seq, 1000);
+            assert!(s.get("ix-1000").await.expect("get").is_none());
+            // New ids after the reopen go on from there, and seal again.
+            let fresh: Vec<IncomingEvent> = (0..130u64).map(|k| inc(k, event(&format!("ix-r{round}-{k}"), 5, PAYEE_A))).collect();
+            let out = s.record_batch("edge-2", fresh).await.expect("fresh");
+            assert!(out.iter().all(|o| matches!(o, Outcome::Accepted { .. })));
+            s.close().expect("close");
         }
     }
 

@@ -51,56 +51,10 @@ pub(crate) const SLED_LEAF_ENTRIES_MAX: usize = 17;
 
 const _: () = assert!(SLED_LEAF_ENTRIES_MAX * VALUE_BYTES_MAX < durable::SLED_BLOB_THRESHOLD_BYTES);
 
-pub(crate) fn key(prefix: u8, n: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = prefix;
-    k[1..].copy_from_slice(&n.to_be_bytes());
-    k
-}
+pub(crate) use idindex::{key, key_u64, le_u64, seal, unseal};
 
-pub(crate) fn key2(prefix: u8, a: u64, b: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[0] = prefix;
-    k[1..9].copy_from_slice(&a.to_be_bytes());
-    k[9..].copy_from_slice(&b.to_be_bytes());
-    k
-}
-
-/// The u64 at bytes 1..9 of a key.
-pub(crate) fn key_u64(k: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    if k.len() >= 9 {
-        b.copy_from_slice(&k[1..9]);
-    }
-    u64::from_be_bytes(b)
-}
-
-pub(crate) fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-/// Appends the CRC32C of `out` to it.
-pub(crate) fn seal(mut out: Vec<u8>) -> Vec<u8> {
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Checks and strips the trailing CRC32C of a value.
-pub(crate) fn unseal(b: &[u8]) -> Result<&[u8], DecodeError> {
-    if b.len() < 4 {
-        return Err(DecodeError::Truncated { len: b.len() });
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(DecodeError::Checksum { stored, computed });
-    }
-    Ok(body)
-}
+/// Where the spool's id index keeps its partitions, runs and filters.
+pub(crate) const ID_INDEX: idindex::Prefixes = idindex::Prefixes { partition: P_PARTITION, run: P_RUN, filter: P_FILTER };
 
 /// The counters and positions written with every group commit, so that an
 /// open (after a clean close, a crash or a power cut) reads them instead of

@@ -73,7 +73,7 @@
 pub mod acks;
 pub mod compact;
 mod disk;
-pub mod index;
+pub use idindex as index;
 pub mod layout;
 pub mod open;
 pub mod read;

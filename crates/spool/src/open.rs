@@ -113,7 +113,7 @@ fn finish(cfg: SpoolConfig, db: sled::Db, committer: durable::Committer, observe
         None => None,
     };
 
-    let mut index = Index::new(meta.open_from, meta.next_partition);
+    let mut index = Index::new(crate::layout::ID_INDEX, meta.open_from, meta.next_partition);
     let damaged = index.load_sealed(&db)?;
     let mut rebuilt = 0u64;
     let mut rebuild = |lo: u64, hi: u64, index: &mut Index| -> Result<(), SpoolError> {

@@ -90,7 +90,7 @@ fn migrate(old: &Path, new: &Path) -> Result<(u64, u64), SpoolError> {
     }
     .max(1);
     let mut meta = Meta::fresh();
-    let mut index = Index::new(1, 0);
+    let mut index = Index::new(crate::layout::ID_INDEX, 1, 0);
     let mut pending_seqs = Vec::new();
     let mut acked_seqs = Vec::new();
     let mut latest_ack: Option<OffsetDateTime> = None;

@@ -1,5 +1,6 @@
-//! The idempotency index: event id → seq, for the dedupe window, without a
-//! sled entry per event.
+//! The idempotency index: event id → seq, without a sled entry per event.
+//! Used by the spool (format 2) and by ledgerd's sled store, each under key
+//! prefixes of its own ([`Prefixes`]).
 //!
 //! An id is reduced to a 64-bit *fingerprint* (the first 8 bytes of SHA-256 of
 //! the id, little-endian: fixed forever, it is stored). Ids are kept in
@@ -21,10 +22,11 @@
 //! read) nor a fingerprint collision (two ids, one fingerprint: both kept,
 //! both confirmed) can turn a new event away.
 //!
-//! Expiry: a sealed partition is dropped whole once compaction has removed
-//! every block it points into (its ids could no longer be confirmed anyway).
-//! The dedupe window is therefore exactly the records' retention: an id
-//! dedupes as long as its record is kept (`acked_retention` after its ack).
+//! Expiry (the spool): a sealed partition is dropped whole once compaction has
+//! removed every block it points into (its ids could no longer be confirmed
+//! anyway). The dedupe window is therefore exactly the records' retention: an
+//! id dedupes as long as its record is kept (`acked_retention` after its ack).
+//! The ledger never expires a partition.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,30 +34,99 @@ use std::hash::{BuildHasherDefault, Hasher};
 use sha2::{Digest, Sha256};
 use xorf::{BinaryFuse8, BinaryFuse8Ref, DmaSerializable, Filter, FilterRef};
 
-use crate::layout::{key, key2, le_u64, seal, unseal, P_FILTER, P_PARTITION, P_RUN, VALUE_BYTES_MAX};
-use crate::SpoolError;
+use spool_format::DecodeError;
+
+/// The key prefixes of an index's three kinds of sled entries: `partition
+/// <id u64 BE>` → header, `run <id> <chunk>` → sorted (fingerprint, seq)
+/// pairs, `filter <id> <chunk>` → the filter's bytes and the chunk fences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefixes {
+    pub partition: u8,
+    pub run: u8,
+    pub filter: u8,
+}
+
+/// Largest sled value the index writes, in bytes: sled 0.34.7 keeps up to 17
+/// values in one leaf and writes a leaf over its blob threshold to a file of
+/// its own (one more fsync per commit); 17 values of 7 KiB stay under it.
+pub const VALUE_BYTES_MAX: usize = 7 << 10;
+
+const _: () = assert!(17 * VALUE_BYTES_MAX < durable::SLED_BLOB_THRESHOLD_BYTES);
+
+/// `prefix ‖ n` (u64 BE).
+pub fn key(prefix: u8, n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// `prefix ‖ a ‖ b` (u64 BE each).
+pub fn key2(prefix: u8, a: u64, b: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = prefix;
+    k[1..9].copy_from_slice(&a.to_be_bytes());
+    k[9..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+/// The u64 at bytes 1..9 of a key.
+pub fn key_u64(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if k.len() >= 9 {
+        b.copy_from_slice(&k[1..9]);
+    }
+    u64::from_be_bytes(b)
+}
+
+pub fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Appends the CRC32C of `out` to it.
+pub fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks and strips the trailing CRC32C of a value.
+pub fn unseal(b: &[u8]) -> Result<&[u8], DecodeError> {
+    if b.len() < 4 {
+        return Err(DecodeError::Truncated { len: b.len() });
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    Ok(body)
+}
 
 /// Ids in the open partition before it is sealed: 7/8 of 2^18, so that the
 /// preallocated hash map (2^18 slots of 17 bytes: 4.3 MiB) never grows. It
 /// bounds the work of an open (the open partition is rebuilt from at most
 /// this many entries) against the number of filters an append probes (one a
 /// sealed partition: 44 at 10M ids).
-pub(crate) const OPEN_IDS_MAX: usize = 229_376;
+pub const OPEN_IDS_MAX: usize = 229_376;
 /// (fingerprint, seq) pairs per run chunk: 440 × 16 bytes stays under the
 /// 7 KiB value limit with its count and checksum.
-pub(crate) const RUN_CHUNK_ENTRIES: usize = 440;
+pub const RUN_CHUNK_ENTRIES: usize = 440;
 
 const _: () = assert!(RUN_CHUNK_ENTRIES * 16 + 8 <= VALUE_BYTES_MAX);
 
 /// The fingerprint of an event id.
-pub(crate) fn fingerprint(id: &str) -> u64 {
+pub fn fingerprint(id: &str) -> u64 {
     let d = Sha256::digest(id.as_bytes());
     le_u64(&d[..8])
 }
 
 /// The fingerprint is already a hash: use it as the hash map's hash.
 #[derive(Default)]
-pub(crate) struct IdentityHasher(u64);
+pub struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {
@@ -74,7 +145,7 @@ impl Hasher for IdentityHasher {
 type OpenMap = HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>;
 
 /// A sealed partition as kept in memory.
-pub(crate) struct Sealed {
+pub struct Sealed {
     pub id: u64,
     pub first_seq: u64,
     pub last_seq: u64,
@@ -109,13 +180,13 @@ impl Sealed {
         lo..hi.max(lo + 1).min(self.fences.len())
     }
 
-    fn keys(&self) -> Vec<Vec<u8>> {
-        let mut out = vec![key(P_PARTITION, self.id).to_vec()];
+    fn keys(&self, p: &Prefixes) -> Vec<Vec<u8>> {
+        let mut out = vec![key(p.partition, self.id).to_vec()];
         for c in 0..self.fences.len() {
-            out.push(key2(P_RUN, self.id, c as u64).to_vec());
+            out.push(key2(p.run, self.id, c as u64).to_vec());
         }
         for c in 0..filter_chunks(self.fingerprints.len() + self.fences.len() * 8) {
-            out.push(key2(P_FILTER, self.id, c as u64).to_vec());
+            out.push(key2(p.filter, self.id, c as u64).to_vec());
         }
         out
     }
@@ -186,7 +257,7 @@ fn encode_chunk(pairs: &[(u64, u64)]) -> Vec<u8> {
     seal(out)
 }
 
-pub(crate) fn decode_chunk(b: &[u8]) -> Result<Vec<(u64, u64)>, String> {
+pub fn decode_chunk(b: &[u8]) -> Result<Vec<(u64, u64)>, String> {
     let body = unseal(b).map_err(|e| e.to_string())?;
     if body.len() < 4 {
         return Err("chunk truncated".into());
@@ -204,7 +275,8 @@ pub(crate) fn decode_chunk(b: &[u8]) -> Result<Vec<(u64, u64)>, String> {
 
 /// The index; owned by the spool behind a lock (the writer thread inserts,
 /// lookups from request paths read).
-pub(crate) struct Index {
+pub struct Index {
+    prefixes: Prefixes,
     open: OpenMap,
     /// Further seqs of fingerprints already in `open` (a collision, or an id
     /// accepted again after its record was quarantined or dropped).
@@ -218,8 +290,9 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) fn new(open_from: u64, next_partition: u64) -> Index {
+    pub fn new(prefixes: Prefixes, open_from: u64, next_partition: u64) -> Index {
         Index {
+            prefixes,
             open: OpenMap::with_capacity_and_hasher(OPEN_IDS_MAX, Default::default()),
             overflow: Vec::new(),
             open_from,
@@ -230,7 +303,7 @@ impl Index {
     }
 
     /// Adds an accepted id to the open partition.
-    pub(crate) fn insert(&mut self, fp: u64, seq: u64) {
+    pub fn insert(&mut self, fp: u64, seq: u64) {
         if let Some(prev) = self.open.insert(fp, seq) {
             // Keep both: the newest in the map, the older one aside.
             self.overflow.push((fp, prev));
@@ -238,22 +311,22 @@ impl Index {
         self.open_last = self.open_last.max(seq);
     }
 
-    pub(crate) fn open_len(&self) -> usize {
+    pub fn open_len(&self) -> usize {
         self.open.len() + self.overflow.len()
     }
 
-    pub(crate) fn sealed_count(&self) -> usize {
+    pub fn sealed_count(&self) -> usize {
         self.sealed.len()
     }
 
     /// Memory held by the sealed partitions' filters and fences, in bytes.
-    pub(crate) fn sealed_bytes(&self) -> usize {
+    pub fn sealed_bytes(&self) -> usize {
         self.sealed.iter().map(Sealed::bytes).sum()
     }
 
     /// Every seq whose id may be `fp`, newest first. Reads run chunks from
     /// `db` for sealed partitions whose filter says yes.
-    pub(crate) fn candidates(&self, db: &sled::Db, fp: u64) -> Result<Vec<u64>, SpoolError> {
+    pub fn candidates(&self, db: &sled::Db, fp: u64) -> Result<Vec<u64>, sled::Error> {
         let mut out = Vec::new();
         if let Some(seq) = self.open.get(&fp) {
             out.push(*seq);
@@ -265,7 +338,7 @@ impl Index {
             }
             let mut found = Vec::new();
             for c in p.chunks_for(fp) {
-                let Some(raw) = db.get(key2(P_RUN, p.id, c as u64))? else {
+                let Some(raw) = db.get(key2(self.prefixes.run, p.id, c as u64))? else {
                     tracing::error!(partition = p.id, chunk = c, "id index run chunk missing");
                     continue;
                 };
@@ -285,7 +358,7 @@ impl Index {
 
     /// Seals the open partition: returns the sled writes that store it (to go
     /// into the same batch as the commit that filled it) and keeps its filter.
-    pub(crate) fn seal(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn seal(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut pairs: Vec<(u64, u64)> = self.open.drain().chain(self.overflow.drain(..)).collect();
         self.open_from = self.open_last.max(self.open_from.saturating_sub(1)) + 1;
         if pairs.is_empty() {
@@ -315,17 +388,17 @@ impl Index {
         let mut fences = Vec::new();
         for (c, chunk) in pairs.chunks(RUN_CHUNK_ENTRIES).enumerate() {
             fences.push(chunk[0].0);
-            writes.push((key2(P_RUN, id, c as u64).to_vec(), encode_chunk(chunk)));
+            writes.push((key2(self.prefixes.run, id, c as u64).to_vec(), encode_chunk(chunk)));
         }
         let mut stream = fingerprints.to_vec();
         for f in &fences {
             stream.extend_from_slice(&f.to_le_bytes());
         }
         for (c, chunk) in stream.chunks(VALUE_BYTES_MAX - 4).enumerate() {
-            writes.push((key2(P_FILTER, id, c as u64).to_vec(), seal(chunk.to_vec())));
+            writes.push((key2(self.prefixes.filter, id, c as u64).to_vec(), seal(chunk.to_vec())));
         }
         let sealed = Sealed { id, first_seq, last_seq, count: pairs.len() as u64, descriptor, fingerprints, fences };
-        writes.push((key(P_PARTITION, id).to_vec(), encode_header(&sealed)));
+        writes.push((key(self.prefixes.partition, id).to_vec(), encode_header(&sealed)));
         self.sealed.push(sealed);
         self.open_last = 0;
         writes
@@ -335,12 +408,13 @@ impl Index {
     /// returns the keys to remove and the seq ranges dropped (the caller
     /// carries over the ids of records that outlive their blocks: dead
     /// letters and requeued records).
-    pub(crate) fn expire(&mut self, compacted_below: u64) -> (Vec<Vec<u8>>, Vec<(u64, u64)>) {
+    pub fn expire(&mut self, compacted_below: u64) -> (Vec<Vec<u8>>, Vec<(u64, u64)>) {
         let mut keys = Vec::new();
         let mut ranges = Vec::new();
+        let prefixes = self.prefixes;
         self.sealed.retain(|p| {
             if p.last_seq < compacted_below {
-                keys.extend(p.keys());
+                keys.extend(p.keys(&prefixes));
                 ranges.push((p.first_seq, p.last_seq));
                 false
             } else {
@@ -350,19 +424,24 @@ impl Index {
         (keys, ranges)
     }
 
+    /// The highest seq of any sealed partition.
+    pub fn sealed_last_seq(&self) -> Option<u64> {
+        self.sealed.iter().map(|p| p.last_seq).max()
+    }
+
     /// Whether a sealed partition's seq range covers `seq`.
-    pub(crate) fn sealed_covers(&self, seq: u64) -> bool {
+    pub fn sealed_covers(&self, seq: u64) -> bool {
         self.sealed.iter().any(|p| p.first_seq <= seq && seq <= p.last_seq)
     }
 
     /// Loads the sealed partitions' headers and filters. A partition that does
     /// not load is skipped and its seq range returned: the caller puts those
     /// ids into the open partition from the blocks (exact, if more memory).
-    pub(crate) fn load_sealed(&mut self, db: &sled::Db) -> Result<Vec<(u64, u64)>, SpoolError> {
+    pub fn load_sealed(&mut self, db: &sled::Db) -> Result<Vec<(u64, u64)>, sled::Error> {
         let mut damaged = Vec::new();
-        for item in db.scan_prefix([P_PARTITION]) {
+        for item in db.scan_prefix([self.prefixes.partition]) {
             let (k, v) = item?;
-            let pid = crate::layout::key_u64(&k);
+            let pid = key_u64(&k);
             let h = match decode_header(&v) {
                 Ok(h) if h.id == pid => h,
                 Ok(_) | Err(_) => {
@@ -375,7 +454,7 @@ impl Index {
             let mut fingerprints = Vec::with_capacity(total);
             let mut ok = true;
             for c in 0..filter_chunks(total) {
-                match db.get(key2(P_FILTER, pid, c as u64))?.as_deref().map(unseal) {
+                match db.get(key2(self.prefixes.filter, pid, c as u64))?.as_deref().map(unseal) {
                     Some(Ok(b)) => fingerprints.extend_from_slice(b),
                     _ => ok = false,
                 }
@@ -419,6 +498,8 @@ impl Index {
 mod tests {
     use super::*;
 
+    const TEST: Prefixes = Prefixes { partition: b'P', run: b'R', filter: b'F' };
+
     #[test]
     fn fingerprints_are_fixed() {
         // Stored on disk: must never change. SHA-256("abc") starts ba 78 16 bf
@@ -430,7 +511,7 @@ mod tests {
     fn sealed_partitions_find_every_id_and_survive_a_reload() {
         let dir = tempfile::tempdir().expect("test");
         let db = sled::Config::new().path(dir.path()).open().expect("test");
-        let mut idx = Index::new(1, 0);
+        let mut idx = Index::new(TEST, 1, 0);
         for seq in 1..=10_000u64 {
             idx.insert(fingerprint(&format!("id-{seq}")), seq);
         }
@@ -447,7 +528,7 @@ mod tests {
         assert_eq!(idx.candidates(&db, fingerprint("id-5")).expect("test"), vec![10_001, 5]);
         let misses = (0..10_000).filter(|i| !idx.candidates(&db, fingerprint(&format!("new-{i}"))).expect("test").is_empty()).count();
         assert_eq!(misses, 0, "a fingerprint hit without its id");
-        let mut again = Index::new(10_002, 0);
+        let mut again = Index::new(TEST, 10_002, 0);
         assert!(again.load_sealed(&db).expect("test").is_empty());
         assert_eq!(again.candidates(&db, fingerprint("id-777")).expect("test"), vec![777]);
         assert_eq!(again.next_partition, 1);
