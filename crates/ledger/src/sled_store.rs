@@ -706,6 +706,7 @@ impl SledStore {
     /// from the chunks after them (at most [`idindex::OPEN_IDS_MAX`] rows, plus
     /// the rows of a partition whose filter is damaged).
     fn open_index(db: &sled::Db, v1_seq_max: u64) -> Result<idindex::Index, StoreError> {
+        let started = std::time::Instant::now();
         let mut index = idindex::Index::new(ID_INDEX, 0, 0);
         // A damaged partition's rows are put back into the open partition
         // (the last one's, if it is the damaged one, by the open range below).
@@ -727,6 +728,13 @@ impl SledStore {
                 }
             }
         }
+        tracing::info!(
+            sealed_partitions = index.sealed_count(),
+            filter_bytes = index.sealed_bytes(),
+            open_ids = index.open_len(),
+            ms = started.elapsed().as_millis() as u64,
+            "id index loaded"
+        );
         Ok(index)
     }
 
