@@ -258,6 +258,16 @@ impl Spool {
             if let Some(qbytes) = a.requeued.remove(&seq) {
                 wait = true;
                 a.writes.push((key(P_REQUEUE, seq).to_vec(), None));
+                // The ack of a requeued record is durable (its counters move
+                // in the meta at once): above the watermark it needs a
+                // durable mark too, or a restart would find its entry in a
+                // block, not done, and serve it as pending again while the
+                // counters say acked. The mark goes once the watermark passes.
+                if seq > a.watermark {
+                    a.writes.push((key(P_ACKED_ABOVE, seq).to_vec(), Some(Vec::new())));
+                    a.upgrade_markers.insert(seq);
+                    a.done.insert(seq, None);
+                }
                 let q = u64::from(qbytes);
                 sub(&mut a.counts.pending, 1);
                 sub(&mut a.counts.live_bytes, q);

@@ -62,6 +62,9 @@ struct Model {
     /// Pending records that were requeued (done for the cursor: they do not
     /// hold the watermark back).
     requeued: std::collections::BTreeSet<u64>,
+    /// Requeued records that were then acked: that ack is durable (it
+    /// survives a restart), unlike an ack held above the watermark.
+    acked_durably: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -99,7 +102,7 @@ impl Model {
     fn restart(&mut self) {
         let w = self.watermark();
         for (seq, r) in self.records.iter_mut() {
-            if *seq > w && r.2 == MState::Acked && !self.requeued.contains(seq) {
+            if *seq > w && r.2 == MState::Acked && !self.requeued.contains(seq) && !self.acked_durably.contains(seq) {
                 r.2 = MState::Pending;
             }
         }
@@ -168,14 +171,18 @@ proptest! {
                     spool.mark_acked(&acks).expect("ack");
                     for r in page {
                         model.records.get_mut(&r.seq).expect("in model").2 = MState::Acked;
-                        model.requeued.remove(&r.seq);
+                        if model.requeued.remove(&r.seq) {
+                            model.acked_durably.insert(r.seq);
+                        }
                     }
                 }
                 Op::AckOne { k } => {
                     if let Some(seq) = model.nth(MState::Pending, k) {
                         spool.mark_acked(&[(seq, 1, None)]).expect("ack");
                         model.records.get_mut(&seq).expect("in model").2 = MState::Acked;
-                        model.requeued.remove(&seq);
+                        if model.requeued.remove(&seq) {
+                            model.acked_durably.insert(seq);
+                        }
                     }
                 }
                 Op::Dead { k } => {
