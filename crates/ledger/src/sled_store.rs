@@ -867,7 +867,6 @@ impl SledStore {
             let since = if latest == seen { Some(Vec::new()) } else { w.created_since(seen) };
             let mut mine: HashMap<String, ([u8; 32], u64)> = HashMap::new();
             let mut batch = sled::Batch::default();
-            let mut in_batch: HashMap<&str, ([u8; 32], u64)> = HashMap::new();
             let now = OffsetDateTime::now_utc();
             let mut next_seq = w.next_seq;
             let mut added = 0u64;
@@ -875,7 +874,8 @@ impl SledStore {
             let mut group: Option<GroupBuilder> = None;
             for ((i, ev), row) in events.iter().enumerate().zip(rows) {
                 let id = ev.event.id.as_str();
-                if let Some(s) = in_batch.get(id) {
+                // An id repeated inside the batch is judged against its first entry.
+                if let Some(s) = mine.get(id) {
                     stored[i] = Some(*s);
                     continue;
                 }
@@ -907,7 +907,6 @@ impl SledStore {
                     group = Some(GroupBuilder::new(seq));
                 }
                 group.as_mut().expect("a group was just opened").push(seq, &ev.event);
-                in_batch.insert(id, (digests[i], seq));
                 mine.insert(id.to_owned(), (digests[i], seq));
                 stored[i] = Some((digests[i], seq));
                 created[i] = true;
