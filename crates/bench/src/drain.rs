@@ -652,18 +652,20 @@ fn median_drain(v: &[DrainResult]) -> DrainResult {
     }
 }
 
-/// Medians of the real-spoold runs of one store and ledgerd binary.
+/// Medians of the real-spoold runs of one store and ledgerd binary: the
+/// figures of one run ([`SpooldDrain`], each the median over the runs; the
+/// most batches in flight, the highest) and each run's events/s.
 #[derive(Debug, Clone)]
 pub struct SpooldMedian {
-    pub store: &'static str,
-    pub ledgerd: String,
+    pub median: SpooldDrain,
     pub runs: Vec<f64>,
-    pub events_per_sec: f64,
-    pub ledgerd_cpu_us_per_event: f64,
-    pub spoold_cpu_us_per_event: f64,
-    pub mean_batch_events: f64,
-    pub pg_cpu_us_per_event: Option<f64>,
-    pub inflight_max_seen: u64,
+}
+
+impl std::ops::Deref for SpooldMedian {
+    type Target = SpooldDrain;
+    fn deref(&self) -> &SpooldDrain {
+        &self.median
+    }
 }
 
 /// Medians of the real-spoold runs, one per store and ledgerd binary, in
@@ -680,15 +682,17 @@ pub fn spoold_medians(runs: &[SpooldDrain]) -> Vec<SpooldMedian> {
             let these: Vec<&SpooldDrain> = runs.iter().filter(|r| r.store == store && r.ledgerd == bin).collect();
             let m = |f: fn(&SpooldDrain) -> f64| median(these.iter().map(|r| f(r)).collect());
             SpooldMedian {
-                store,
-                ledgerd: bin.to_owned(),
+                median: SpooldDrain {
+                    store,
+                    ledgerd: bin.to_owned(),
+                    events_per_sec: m(|r| r.events_per_sec),
+                    ledgerd_cpu_us_per_event: m(|r| r.ledgerd_cpu_us_per_event),
+                    spoold_cpu_us_per_event: m(|r| r.spoold_cpu_us_per_event),
+                    mean_batch_events: m(|r| r.mean_batch_events),
+                    pg_cpu_us_per_event: these[0].pg_cpu_us_per_event.map(|_| m(|r| r.pg_cpu_us_per_event.unwrap_or(f64::NAN))),
+                    inflight_max_seen: these.iter().map(|r| r.inflight_max_seen).max().unwrap_or(0),
+                },
                 runs: these.iter().map(|r| r.events_per_sec).collect(),
-                events_per_sec: m(|r| r.events_per_sec),
-                ledgerd_cpu_us_per_event: m(|r| r.ledgerd_cpu_us_per_event),
-                spoold_cpu_us_per_event: m(|r| r.spoold_cpu_us_per_event),
-                mean_batch_events: m(|r| r.mean_batch_events),
-                pg_cpu_us_per_event: these[0].pg_cpu_us_per_event.map(|_| m(|r| r.pg_cpu_us_per_event.unwrap_or(f64::NAN))),
-                inflight_max_seen: these.iter().map(|r| r.inflight_max_seen).max().unwrap_or(0),
             }
         })
         .collect()
