@@ -290,11 +290,6 @@ fn le_u16(b: &[u8]) -> u16 {
 fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
 fn be_u64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
@@ -498,6 +493,9 @@ struct Inner {
     has_id_keys: bool,
 }
 
+/// The ids a batch created: id → (digest, ledger_seq).
+type CreatedIds = HashMap<String, ([u8; 32], u64)>;
+
 struct WriteState {
     next_seq: u64,
     count: u64,
@@ -505,7 +503,7 @@ struct WriteState {
     /// generation has an entry, in order, the latest always kept), at most
     /// [`RECENT_IDS_MAX`] ids in all: what a batch whose ids were looked up
     /// before it took the lock checks them against.
-    recent: std::collections::VecDeque<(u64, HashMap<String, ([u8; 32], u64)>)>,
+    recent: std::collections::VecDeque<(u64, CreatedIds)>,
     /// Ids held in `recent`.
     recent_ids: usize,
     /// [`RECENT_IDS_MAX`] (smaller in tests, to reach the look-again path).
@@ -515,7 +513,7 @@ struct WriteState {
 impl WriteState {
     /// The ids created by batches of generation above `gen`, when `recent`
     /// still holds all of those batches.
-    fn created_since(&self, gen: u64) -> Option<Vec<&HashMap<String, ([u8; 32], u64)>>> {
+    fn created_since(&self, gen: u64) -> Option<Vec<&CreatedIds>> {
         match self.recent.front() {
             Some((oldest, _)) if *oldest <= gen + 1 => Some(self.recent.iter().filter(|(g, _)| *g > gen).map(|(_, m)| m).collect()),
             Some(_) => None,
@@ -524,7 +522,7 @@ impl WriteState {
         }
     }
 
-    fn remember(&mut self, gen: u64, created: HashMap<String, ([u8; 32], u64)>) {
+    fn remember(&mut self, gen: u64, created: CreatedIds) {
         self.recent_ids += created.len();
         self.recent.push_back((gen, created));
         while self.recent_ids > self.recent_ids_max && self.recent.len() > 1 {
@@ -545,11 +543,16 @@ fn hex(d: &[u8; 32]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = prefix;
-    k[1..].copy_from_slice(&seq.to_be_bytes());
-    k
+/// `prefix ‖ seq` (u64 BE): the chunk keys (and layout 1's `s`).
+use idindex::key as seq_key;
+use idindex::le_u64;
+
+/// The first seq of the chunk holding `seq`, if a chunk starts at or before it.
+fn chunk_start_at_or_before(db: &sled::Db, seq: u64) -> Result<Option<u64>, StoreError> {
+    match db.range(seq_key(P_CHUNK, 0)..=seq_key(P_CHUNK, seq)).keys().next_back() {
+        Some(k) => Ok(Some(tail_seq(&k.map_err(sled_err)?))),
+        None => Ok(None),
+    }
 }
 
 fn uuid_key(prefix: u8, u: &Uuid, seq: u64) -> [u8; 25] {
@@ -716,10 +719,7 @@ impl SledStore {
         ranges.push((open_from, u64::MAX));
         for (lo, hi) in ranges {
             let lo = lo.max(v1_seq_max + 1);
-            let from = match db.range(seq_key(P_CHUNK, 0)..=seq_key(P_CHUNK, lo)).keys().next_back() {
-                Some(k) => tail_seq(&k.map_err(sled_err)?),
-                None => lo,
-            };
+            let from = chunk_start_at_or_before(db, lo)?.unwrap_or(lo);
             for item in db.range(seq_key(P_CHUNK, from)..=seq_key(P_CHUNK, hi)) {
                 let (k, v) = item.map_err(sled_err)?;
                 let chunk = Chunk::decode(tail_seq(&k), v)?;
@@ -738,12 +738,17 @@ impl SledStore {
         Ok(index)
     }
 
+    /// The chunk holding `seq` (layout 2), which an index says exists.
+    fn chunk_holding(&self, seq: u64) -> Result<Chunk, StoreError> {
+        match chunk_start_at_or_before(&self.inner.db, seq)? {
+            Some(first) => self.chunk(first),
+            None => Err(StoreError::Corrupt(format!("an index points to seq {seq}, before every chunk"))),
+        }
+    }
+
     /// The event recorded as `seq` (layout 2).
     fn event_at(&self, seq: u64) -> Result<StoredEvent, StoreError> {
-        match self.chunk_start_at_or_before(seq)? {
-            Some(first) => self.chunk(first)?.event(seq),
-            None => Err(StoreError::Corrupt(format!("the id index points to seq {seq}, before every chunk"))),
-        }
+        self.chunk_holding(seq)?.event(seq)
     }
 
     /// The problem the operator accepted at open (`--accept-store-regression`), if any.
@@ -804,13 +809,6 @@ impl SledStore {
         }
     }
 
-    /// The first seq of the chunk holding `seq`, if a chunk starts at or before it.
-    fn chunk_start_at_or_before(&self, seq: u64) -> Result<Option<u64>, StoreError> {
-        match self.inner.db.range(seq_key(P_CHUNK, 0)..=seq_key(P_CHUNK, seq)).keys().next_back() {
-            Some(k) => Ok(Some(tail_seq(&k.map_err(sled_err)?))),
-            None => Ok(None),
-        }
-    }
 
     fn get_blocking(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let fp = idindex::fingerprint(id);
@@ -857,7 +855,7 @@ impl SledStore {
         let seen = self.inner.applied.load(Ordering::SeqCst);
         let mut looked_up = Vec::with_capacity(events.len());
         for ev in &events {
-            looked_up.push(self.get_blocking(&ev.event.id)?.map(|old| (old.event.digest(), old.ledger_seq)));
+            looked_up.push(self.stored_blocking(&ev.event.id)?);
         }
         let rows: Vec<Vec<u8>> = events.iter().map(|ev| encode_row(ev.node_seq, ev.received_at, &ev.event)).collect();
         let gen = {
@@ -865,7 +863,7 @@ impl SledStore {
             // Stable under the lock: generations are only taken under it.
             let latest = self.inner.applied.load(Ordering::SeqCst);
             let since = if latest == seen { Some(Vec::new()) } else { w.created_since(seen) };
-            let mut mine: HashMap<String, ([u8; 32], u64)> = HashMap::new();
+            let mut mine = CreatedIds::new();
             let mut batch = sled::Batch::default();
             let now = OffsetDateTime::now_utc();
             let mut next_seq = w.next_seq;
@@ -883,7 +881,7 @@ impl SledStore {
                     (Some(found), _) => Some(found),
                     (None, Some(maps)) => maps.iter().find_map(|m| m.get(id).copied()),
                     // `recent` no longer reaches back to the lookup: look again.
-                    (None, None) => self.get_blocking(id)?.map(|old| (old.event.digest(), old.ledger_seq)),
+                    (None, None) => self.stored_blocking(id)?,
                 };
                 if let Some(found) = old {
                     stored[i] = Some(found);
@@ -987,7 +985,12 @@ impl SledStore {
     /// decoded (its chunk's CRC32C checked) and the canonical event digested,
     /// the same digest `record_batch` compares for duplicate and conflict.
     fn digest_blocking(&self, id: &str) -> Result<Option<[u8; 32]>, StoreError> {
-        Ok(self.get_blocking(id)?.map(|e| e.event.digest()))
+        Ok(self.stored_blocking(id)?.map(|(digest, _)| digest))
+    }
+
+    /// The digest and ledger_seq of the event recorded under `id`, if any.
+    fn stored_blocking(&self, id: &str) -> Result<Option<([u8; 32], u64)>, StoreError> {
+        Ok(self.get_blocking(id)?.map(|e| (e.event.digest(), e.ledger_seq)))
     }
 
     /// Layout 1: walks an index (`s` or `P/R/Y<uuid>`) up to the last layout-1 seq.
@@ -1014,7 +1017,7 @@ impl SledStore {
 
     /// Layout 2, ledger order: the chunks from the one holding `start_seq`.
     fn query_chunks(&self, walk: &mut Walk, start_seq: u64) -> Result<Option<Page>, StoreError> {
-        let from = self.chunk_start_at_or_before(start_seq)?.unwrap_or(start_seq);
+        let from = chunk_start_at_or_before(&self.inner.db, start_seq)?.unwrap_or(start_seq);
         for item in self.inner.db.range(seq_key(P_CHUNK, from)..=seq_key(P_CHUNK, u64::MAX)) {
             let (k, v) = item.map_err(sled_err)?;
             let chunk = Chunk::decode(tail_seq(&k), v)?;
@@ -1057,10 +1060,7 @@ impl SledStore {
                     continue;
                 }
                 if cached.as_ref().is_none_or(|c| seq < c.first_seq || seq > c.last_seq()) {
-                    let Some(start) = self.chunk_start_at_or_before(seq)? else {
-                        return Err(StoreError::Corrupt(format!("a posting of group {first} points to seq {seq}, before every chunk")));
-                    };
-                    cached = Some(self.chunk(start)?);
+                    cached = Some(self.chunk_holding(seq)?);
                 }
                 let ev = cached.as_ref().expect("cached above").event(seq)?;
                 walk.offer(ev);
@@ -1439,7 +1439,7 @@ mod tests {
         let batch: Vec<IncomingEvent> =
             (0..n).map(|i| inc(i, party_event(&format!("g-{i}"), if i % 3 == 0 { &a } else { &b }, &uuid(100 + u128::from(i % 11)), None))).collect();
         s.record_batch("edge-1", batch).await.expect("batch");
-        let groups = s.inner.db.scan_prefix(uuid_key(P_PARTY, &a, 0)[..17].to_vec()).count();
+        let groups = s.inner.db.scan_prefix(&uuid_key(P_PARTY, &a, 0)[..17]).count();
         assert_eq!(groups, 2, "merchant a has one posting key per group");
         for after in [0, 17, GROUP_ROWS_MAX - 2, GROUP_ROWS_MAX + 1, n - 3] {
             for (limit, scan_max) in [(1000, QUERY_SCAN_ENTRIES_MAX), (7, 50)] {
