@@ -18,8 +18,9 @@ use common::wire::{BatchItemResult, BatchResults, ErrorDetail, IngestAck};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use hyper::{Method, Request, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use spool::{AppendOutcome, Spool, SpoolError};
+use spool_format::json::{Json, JsonView};
 use spool_format::{Event, ParseError};
 use time::OffsetDateTime;
 
@@ -309,9 +310,8 @@ impl App {
 
     async fn ingest_batch(&self, req: Request<Incoming>) -> Result<HttpResponse, Refusal> {
         let body = self.read_json_body(req, self.limits.batch_body_bytes_max).await?;
-        let value: Value = spool_format::json::from_slice_strict(&body)
-            .map_err(|e| Refusal::new("invalid_json", invalid_json(e)))?;
-        let Value::Array(items) = value else {
+        let value = spool_format::json::parse(&body).map_err(|e| Refusal::new("invalid_json", invalid_json(e)))?;
+        let Json::Array(items) = value else {
             return Err(Refusal::new(
                 "invalid_json",
                 err(StatusCode::BAD_REQUEST, "invalid_json", "a batch is a JSON array of events"),
@@ -338,14 +338,14 @@ impl App {
         let mut valid: Vec<(usize, Event)> = Vec::new();
         let mut invalid = 0u64;
         for (i, item) in items.iter().enumerate() {
-            match Event::from_json_value(item) {
+            match Event::from_json(item) {
                 Ok(ev) => {
                     results.push(None);
                     valid.push((i, ev));
                 }
                 Err(e) => {
                     invalid += 1;
-                    let id = item.get("id").and_then(Value::as_str).map(|s| spool_format::truncate(s, 128).to_owned());
+                    let id = item.get("id").and_then(JsonView::as_str).map(|s| spool_format::truncate(s, 128).to_owned());
                     results.push(Some(BatchItemResult {
                         id,
                         http_status: 400,

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::json::JsonError;
+use crate::json::{JsonError, JsonView};
 
 /// Longest event id, in bytes. The id is the client's idempotency key.
 pub const ID_BYTES_MAX: usize = 128;
@@ -159,8 +159,8 @@ pub enum ParseError {
 impl Event {
     /// Parses one event from request bytes.
     pub fn parse_json(bytes: &[u8]) -> Result<Event, ParseError> {
-        let value = crate::json::from_slice_strict(bytes).map_err(ParseError::Json)?;
-        Ok(Event::from_json_value(&value)?)
+        let value = crate::json::parse(bytes).map_err(ParseError::Json)?;
+        Ok(Event::from_json(&value)?)
     }
 
     /// Validates a JSON value as an event (SPEC §1) and builds its canonical form.
@@ -170,12 +170,20 @@ impl Event {
     /// spellings of one event exist and a reader that treats `null` differently
     /// cannot disagree with us. A required field that is `null` is "required".
     pub fn from_json_value(value: &Value) -> Result<Event, FieldError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| FieldError::new("event", "must be a JSON object"))?;
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(FieldError::new(unknown.as_str(), "unknown field"));
+        Event::from_json(value)
+    }
+
+    /// [`Event::from_json_value`] on any parsed JSON tree (a
+    /// [`crate::json::Json`] from the request paths). Of several faults, the
+    /// one named is the same whichever tree holds the event (keys are judged
+    /// in sorted order, as a [`Value`] keeps them).
+    pub fn from_json<V: JsonView>(value: &V) -> Result<Event, FieldError> {
+        let members =
+            value.members().ok_or_else(|| FieldError::new("event", "must be a JSON object"))?;
+        if let Some(unknown) = members.map(|(k, _)| k).filter(|k| !FIELDS.contains(k)).min() {
+            return Err(FieldError::new(unknown, "unknown field"));
         }
+        let obj = value;
         let id = required_str(obj, "id")?;
         check_id(id)?;
         let kind_str = required_str(obj, "kind")?;
@@ -271,33 +279,29 @@ fn missing(field: &str) -> FieldError {
     FieldError::new(field, "required")
 }
 
-fn required<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a Value, FieldError> {
+fn required<'a, V: JsonView>(obj: &'a V, field: &str) -> Result<&'a V, FieldError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Err(missing(field)),
-        Some(v) => Ok(v),
+        Some(v) if !v.is_null() => Ok(v),
+        _ => Err(missing(field)),
     }
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
+fn required_str<'a, V: JsonView>(obj: &'a V, field: &str) -> Result<&'a str, FieldError> {
     required(obj, field)?
         .as_str()
         .ok_or_else(|| FieldError::new(field, "must be a string"))
 }
 
-fn optional_str(
-    obj: &Map<String, Value>,
+fn optional_str<V: JsonView>(
+    obj: &V,
     field: &str,
     bytes_max: usize,
 ) -> Result<Option<String>, FieldError> {
-    match obj.get(field) {
-        None => Ok(None),
-        Some(Value::String(s)) => {
-            check_len(field, Some(s), bytes_max)?;
-            check_no_nul(field, s)?;
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(FieldError::new(field, "must be a string")),
-    }
+    let Some(v) = obj.get(field) else { return Ok(None) };
+    let s = v.as_str().ok_or_else(|| FieldError::new(field, "must be a string"))?;
+    check_len(field, Some(s), bytes_max)?;
+    check_no_nul(field, s)?;
+    Ok(Some(s.to_owned()))
 }
 
 /// U+0000 is refused in every string: PostgreSQL text cannot hold it and C
@@ -329,7 +333,7 @@ fn check_id(id: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn parse_amount(v: &Value) -> Result<u64, FieldError> {
+fn parse_amount<V: JsonView>(v: &V) -> Result<u64, FieldError> {
     let err = || {
         FieldError::new(
             "amount",
@@ -345,12 +349,9 @@ fn parse_amount(v: &Value) -> Result<u64, FieldError> {
     Ok(amount)
 }
 
-fn parse_uuid(obj: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, FieldError> {
-    let s = match obj.get(field) {
-        None => return Ok(None),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(FieldError::new(field, "must be a UUID string")),
-    };
+fn parse_uuid<V: JsonView>(obj: &V, field: &str) -> Result<Option<Uuid>, FieldError> {
+    let Some(v) = obj.get(field) else { return Ok(None) };
+    let s = v.as_str().ok_or_else(|| FieldError::new(field, "must be a UUID string"))?;
     // Only the hyphenated 8-4-4-4-12 form is accepted (any case): the other forms
     // `Uuid::try_parse` knows (simple, braced, urn) are not part of the contract.
     if s.len() != 36 {
@@ -367,23 +368,23 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, FieldError> {
         .map_err(|_| FieldError::new("occurred_at", "must be an RFC 3339 timestamp"))
 }
 
-fn parse_attributes(v: Option<&Value>) -> Result<BTreeMap<String, String>, FieldError> {
-    let obj = match v {
-        None => return Ok(BTreeMap::new()),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => {
-            return Err(FieldError::new("attributes", "must be an object of string values"))
-        }
-    };
+fn parse_attributes<V: JsonView>(v: Option<&V>) -> Result<BTreeMap<String, String>, FieldError> {
+    let Some(v) = v else { return Ok(BTreeMap::new()) };
+    let members = v
+        .members()
+        .ok_or_else(|| FieldError::new("attributes", "must be an object of string values"))?;
+    // Judged in key order, whichever tree holds them (the strict parser
+    // refused a repeated key, so no entry is lost here).
+    let sorted: BTreeMap<&str, &V> = members.collect();
     let mut out = BTreeMap::new();
-    for (k, v) in obj {
+    for (k, v) in sorted {
         let v = v.as_str().ok_or_else(|| {
             FieldError::new("attributes", format!("value of {k:?} must be a string"))
         })?;
         if k.contains('\0') || v.contains('\0') {
             return Err(FieldError::new("attributes", "keys and values must not contain U+0000 (NUL)"));
         }
-        out.insert(k.clone(), v.to_owned());
+        out.insert(k.to_owned(), v.to_owned());
     }
     check_attributes(out.iter())?;
     Ok(out)

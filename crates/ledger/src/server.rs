@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use spool_format::json::{Json, JsonView as _};
 use spool_format::{Event, OffsetDateTime, Uuid};
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument as _;
@@ -197,8 +198,8 @@ impl<S: Store> Api<S> {
         };
         // Strict: a duplicate key anywhere (`node`, an event's `amount`) refuses the
         // whole batch, naming the key's path in `field`.
-        let batch = match spool_format::json::from_slice_strict(&body) {
-            Ok(v) => match RawBatch::from_value(v) {
+        let batch = match spool_format::json::parse(&body) {
+            Ok(v) => match RawBatch::from_json(v) {
                 Ok(b) => b,
                 Err(msg) => return error_response(StatusCode::BAD_REQUEST, ErrorDetail::new("invalid_json", msg)),
             },
@@ -480,27 +481,36 @@ impl<S: Store> Api<S> {
 /// Parses one `{"seq":…,"received_at":…,"event":{…}}` entry; on failure the id
 /// (if one can be read) and the error.
 /// A batch's two fields, taken out of the parsed JSON without copying the events.
-struct RawBatch {
+struct RawBatch<'a> {
     node: String,
-    events: Vec<serde_json::Value>,
+    events: Vec<Json<'a>>,
 }
 
-impl RawBatch {
+impl<'a> RawBatch<'a> {
     /// `{"node": string, "events": [..]}` and nothing else (the messages are
     /// serde's for the same mistakes).
-    fn from_value(v: serde_json::Value) -> Result<RawBatch, String> {
-        use serde_json::Value;
-        let Value::Object(mut m) = v else { return Err("invalid type: expected a batch object".into()) };
-        if let Some(k) = m.keys().find(|k| !["node", "events"].contains(&k.as_str())) {
+    fn from_json(v: Json<'a>) -> Result<RawBatch<'a>, String> {
+        let Json::Object(members) = v else { return Err("invalid type: expected a batch object".into()) };
+        let (mut node, mut events, mut unknown) = (None, None, None);
+        for (k, v) in members {
+            match &*k {
+                "node" => node = Some(v),
+                "events" => events = Some(v),
+                // The first in key order is named, as a map would list them.
+                _ if unknown.as_ref().is_none_or(|u| k < *u) => unknown = Some(k),
+                _ => {}
+            }
+        }
+        if let Some(k) = unknown {
             return Err(format!("unknown field `{k}`, expected `node` or `events`"));
         }
-        let node = match m.remove("node") {
-            Some(Value::String(s)) => s,
+        let node = match node {
+            Some(Json::Str(s)) => s.into_owned(),
             Some(_) => return Err("node: invalid type, expected a string".into()),
             None => return Err("missing field `node`".into()),
         };
-        let events = match m.remove("events") {
-            Some(Value::Array(a)) => a,
+        let events = match events {
+            Some(Json::Array(a)) => a,
             Some(_) => return Err("events: invalid type, expected an array".into()),
             None => return Err("missing field `events`".into()),
         };
@@ -508,7 +518,7 @@ impl RawBatch {
     }
 }
 
-fn parse_entry(entry: &serde_json::Value) -> Result<IncomingEvent, (String, ErrorDetail)> {
+fn parse_entry(entry: &Json<'_>) -> Result<IncomingEvent, (String, ErrorDetail)> {
     let id = entry
         .get("event")
         .and_then(|e| e.get("id"))
@@ -516,22 +526,22 @@ fn parse_entry(entry: &serde_json::Value) -> Result<IncomingEvent, (String, Erro
         .map(|s| spool_format::truncate(s, spool_format::ID_BYTES_MAX).to_owned())
         .unwrap_or_default();
     let fail = |field: &str, msg: String| (id.clone(), ErrorDetail::new("invalid_event", msg).with_field(field));
-    let obj = entry.as_object().ok_or_else(|| fail("events", "each entry must be an object".into()))?;
-    if let Some(k) = obj.keys().find(|k| !["seq", "received_at", "event"].contains(&k.as_str())) {
+    let members = entry.members().ok_or_else(|| fail("events", "each entry must be an object".into()))?;
+    if let Some(k) = members.map(|(k, _)| k).filter(|k| !["seq", "received_at", "event"].contains(k)).min() {
         return Err(fail(k, format!("{k}: unknown field")));
     }
-    let node_seq = obj
+    let node_seq = entry
         .get("seq")
         .and_then(|s| s.as_u64())
         .filter(|s| i64::try_from(*s).is_ok())
         .ok_or_else(|| fail("seq", "seq: must be a non-negative integer below 2^63".into()))?;
-    let received_at = obj
+    let received_at = entry
         .get("received_at")
         .and_then(|s| s.as_str())
         .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
         .ok_or_else(|| fail("received_at", "received_at: must be an RFC 3339 timestamp".into()))?;
-    let raw = obj.get("event").ok_or_else(|| fail("event", "event: required".into()))?;
-    let event = Event::from_json_value(raw).map_err(|e| fail(&e.field, e.to_string()))?;
+    let raw = entry.get("event").ok_or_else(|| fail("event", "event: required".into()))?;
+    let event = Event::from_json(raw).map_err(|e| fail(&e.field, e.to_string()))?;
     Ok(IncomingEvent { node_seq, received_at, event })
 }
 
