@@ -271,7 +271,7 @@ impl<'de> Deserialize<'de> for Event {
     /// unvalidated `Event` out of serde.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
         let value = crate::json::deserialize_strict(d)?;
-        Event::from_json_value(&value).map_err(serde::de::Error::custom)
+        Event::from_json(&value).map_err(serde::de::Error::custom)
     }
 }
 

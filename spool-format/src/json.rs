@@ -137,9 +137,9 @@ pub fn from_slice_strict(bytes: &[u8]) -> Result<Value, JsonError> {
 
 /// Deserialises one JSON value from any serde deserializer, refusing
 /// duplicate object keys at any depth (for `impl Deserialize`).
-pub fn deserialize_strict<'de, D: de::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+pub fn deserialize_strict<'de, D: de::Deserializer<'de>>(d: D) -> Result<Json<'de>, D::Error> {
     let state = Strict::default();
-    StrictSeed { state: &state }.deserialize(d).map(Json::into_value)
+    StrictSeed { state: &state }.deserialize(d)
 }
 
 /// Like [`from_slice_strict`], then deserialises the value into `T`.
