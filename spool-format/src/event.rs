@@ -177,13 +177,13 @@ impl Event {
     /// [`crate::json::Json`] from the request paths). Of several faults, the
     /// one named is the same whichever tree holds the event (keys are judged
     /// in sorted order, as a [`Value`] keeps them).
-    pub fn from_json<V: JsonView>(value: &V) -> Result<Event, FieldError> {
-        let members =
-            value.members().ok_or_else(|| FieldError::new("event", "must be a JSON object"))?;
-        if let Some(unknown) = members.map(|(k, _)| k).filter(|k| !FIELDS.contains(k)).min() {
+    pub fn from_json<V: JsonView>(obj: &V) -> Result<Event, FieldError> {
+        if obj.members().is_none() {
+            return Err(FieldError::new("event", "must be a JSON object"));
+        }
+        if let Some(unknown) = obj.unknown_key(FIELDS) {
             return Err(FieldError::new(unknown, "unknown field"));
         }
-        let obj = value;
         let id = required_str(obj, "id")?;
         check_id(id)?;
         let kind_str = required_str(obj, "kind")?;

@@ -69,6 +69,11 @@ pub trait JsonView: Sized {
     fn members(&self) -> Option<impl Iterator<Item = (&str, &Self)>>;
     /// An object's member `key`; `None` if absent or not an object.
     fn get(&self, key: &str) -> Option<&Self>;
+    /// The first (in key order) of an object's keys not in `known`: of
+    /// several, the one named is the same whichever tree holds the object.
+    fn unknown_key(&self, known: &[&str]) -> Option<&str> {
+        self.members()?.map(|(k, _)| k).filter(|k| !known.contains(k)).min()
+    }
 }
 
 impl JsonView for Value {

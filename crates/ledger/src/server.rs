@@ -490,19 +490,16 @@ impl<'a> RawBatch<'a> {
     /// `{"node": string, "events": [..]}` and nothing else (the messages are
     /// serde's for the same mistakes).
     fn from_json(v: Json<'a>) -> Result<RawBatch<'a>, String> {
+        if let Some(k) = v.unknown_key(&["node", "events"]) {
+            return Err(format!("unknown field `{k}`, expected `node` or `events`"));
+        }
         let Json::Object(members) = v else { return Err("invalid type: expected a batch object".into()) };
-        let (mut node, mut events, mut unknown) = (None, None, None);
+        let (mut node, mut events) = (None, None);
         for (k, v) in members {
             match &*k {
                 "node" => node = Some(v),
-                "events" => events = Some(v),
-                // The first in key order is named, as a map would list them.
-                _ if unknown.as_ref().is_none_or(|u| k < *u) => unknown = Some(k),
-                _ => {}
+                _ => events = Some(v), // `events`: any other key was refused above
             }
-        }
-        if let Some(k) = unknown {
-            return Err(format!("unknown field `{k}`, expected `node` or `events`"));
         }
         let node = match node {
             Some(Json::Str(s)) => s.into_owned(),
@@ -526,8 +523,10 @@ fn parse_entry(entry: &Json<'_>) -> Result<IncomingEvent, (String, ErrorDetail)>
         .map(|s| spool_format::truncate(s, spool_format::ID_BYTES_MAX).to_owned())
         .unwrap_or_default();
     let fail = |field: &str, msg: String| (id.clone(), ErrorDetail::new("invalid_event", msg).with_field(field));
-    let members = entry.members().ok_or_else(|| fail("events", "each entry must be an object".into()))?;
-    if let Some(k) = members.map(|(k, _)| k).filter(|k| !["seq", "received_at", "event"].contains(k)).min() {
+    if entry.members().is_none() {
+        return Err(fail("events", "each entry must be an object".into()));
+    }
+    if let Some(k) = entry.unknown_key(&["seq", "received_at", "event"]) {
         return Err(fail(k, format!("{k}: unknown field")));
     }
     let node_seq = entry
