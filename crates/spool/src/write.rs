@@ -419,6 +419,9 @@ impl Writer {
             }
             Err(e) => {
                 let msg: Arc<str> = Arc::from(format!("commit failed: {e}"));
+                // Failed before anyone hears of it: a client answered
+                // `storage_failed` must not then find the spool ready.
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&msg));
                 for r in replies {
                     match r {
                         Reply::Append(tx, results) => {
