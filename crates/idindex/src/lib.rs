@@ -28,6 +28,11 @@
 //! id dedupes as long as its record is kept (`acked_retention` after its ack).
 //! The ledger never expires a partition.
 
+pub mod postings;
+
+/// Sled writes (key, value) to go into a caller's batch.
+pub type Writes = Vec<(Vec<u8>, Vec<u8>)>;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -159,6 +164,51 @@ pub struct Sealed {
 }
 
 impl Sealed {
+    /// Seals `pairs` (sorted by fingerprint, then value) as partition `id`
+    /// covering seqs `first_seq..=last_seq`: the partition as kept in memory
+    /// and the sled writes that store it (run chunks, filter chunks, header).
+    pub(crate) fn build(p: &Prefixes, id: u64, pairs: &[(u64, u64)], first_seq: u64, last_seq: u64) -> (Sealed, Writes) {
+        debug_assert!(pairs.windows(2).all(|w| w[0] <= w[1]), "pairs must be sorted");
+        let mut keys: Vec<u64> = pairs.iter().map(|(f, _)| *f).collect();
+        keys.dedup();
+        let (descriptor, fingerprints) = match BinaryFuse8::try_from(&keys) {
+            Ok(f) => {
+                let mut d = vec![0u8; BinaryFuse8::DESCRIPTOR_LEN];
+                f.dma_copy_descriptor_to(&mut d);
+                (d, f.fingerprints)
+            }
+            Err(e) => {
+                tracing::warn!(partition = id, error = e, "no filter for this index partition; its lookups read the runs");
+                (Vec::new(), Box::default())
+            }
+        };
+        let mut writes = Vec::new();
+        let mut fences = Vec::new();
+        for (c, chunk) in pairs.chunks(RUN_CHUNK_ENTRIES).enumerate() {
+            fences.push(chunk[0].0);
+            writes.push((key2(p.run, id, c as u64).to_vec(), encode_chunk(chunk)));
+        }
+        let mut stream = fingerprints.to_vec();
+        for f in &fences {
+            stream.extend_from_slice(&f.to_le_bytes());
+        }
+        for (c, chunk) in stream.chunks(VALUE_BYTES_MAX - 4).enumerate() {
+            writes.push((key2(p.filter, id, c as u64).to_vec(), seal(chunk.to_vec())));
+        }
+        let sealed = Sealed { id, first_seq, last_seq, count: pairs.len() as u64, descriptor, fingerprints, fences };
+        writes.push((key(p.partition, id).to_vec(), encode_header(&sealed)));
+        (sealed, writes)
+    }
+
+    /// Run chunk `c` of this partition: `Ok(Err(_))` names what is wrong with
+    /// it (missing or corrupt).
+    pub(crate) fn run_chunk(&self, db: &sled::Db, p: &Prefixes, c: usize) -> Result<Result<Vec<(u64, u64)>, String>, sled::Error> {
+        Ok(match db.get(key2(p.run, self.id, c as u64))? {
+            Some(raw) => decode_chunk(&raw),
+            None => Err("missing".into()),
+        })
+    }
+
     fn may_contain(&self, fp: u64) -> bool {
         if self.descriptor.is_empty() {
             return true;
@@ -243,6 +293,56 @@ fn decode_header(b: &[u8]) -> Result<Header, String> {
         return Err("filter length".into());
     }
     Ok(Header { id, first_seq, last_seq, count, fp_bytes, descriptor, chunks: nc })
+}
+
+/// Loads the headers and filters of every partition under `p`, in id order:
+/// those that load, and the ids of those that do not (named at ERROR).
+pub(crate) fn load_partitions(p: &Prefixes, db: &sled::Db) -> Result<(Vec<Sealed>, Vec<u64>), sled::Error> {
+    let mut sealed = Vec::new();
+    let mut damaged = Vec::new();
+    for item in db.scan_prefix([p.partition]) {
+        let (k, v) = item?;
+        let pid = key_u64(&k);
+        let h = match decode_header(&v) {
+            Ok(h) if h.id == pid => h,
+            Ok(_) | Err(_) => {
+                tracing::error!(partition = pid, prefix = %char::from(p.partition), "index partition header corrupt; rebuilding it from the records");
+                damaged.push(pid);
+                continue;
+            }
+        };
+        let total = h.fp_bytes + h.chunks * 8;
+        let mut fingerprints = Vec::with_capacity(total);
+        let mut ok = true;
+        for c in 0..filter_chunks(total) {
+            match db.get(key2(p.filter, pid, c as u64))?.as_deref().map(unseal) {
+                Some(Ok(b)) => fingerprints.extend_from_slice(b),
+                _ => ok = false,
+            }
+        }
+        let fences: Vec<u64> = if ok && fingerprints.len() == total {
+            let f = fingerprints[h.fp_bytes..].chunks_exact(8).map(le_u64).collect();
+            fingerprints.truncate(h.fp_bytes);
+            f
+        } else {
+            Vec::new()
+        };
+        if !ok || fingerprints.len() != h.fp_bytes || fences.len() != h.chunks || fences.windows(2).any(|w| w[0] > w[1]) {
+            tracing::error!(partition = pid, prefix = %char::from(p.partition), "index filter corrupt; rebuilding its partition from the records");
+            damaged.push(pid);
+            continue;
+        }
+        sealed.push(Sealed {
+            id: h.id,
+            first_seq: h.first_seq,
+            last_seq: h.last_seq,
+            count: h.count,
+            descriptor: h.descriptor,
+            fingerprints: fingerprints.into_boxed_slice(),
+            fences,
+        });
+    }
+    Ok((sealed, damaged))
 }
 
 /// A run chunk: count (u32 LE), then (fingerprint u64 LE, seq u64 LE) pairs
@@ -338,11 +438,7 @@ impl Index {
             }
             let mut found = Vec::new();
             for c in p.chunks_for(fp) {
-                let Some(raw) = db.get(key2(self.prefixes.run, p.id, c as u64))? else {
-                    tracing::error!(partition = p.id, chunk = c, "id index run chunk missing");
-                    continue;
-                };
-                match decode_chunk(&raw) {
+                match p.run_chunk(db, &self.prefixes, c)? {
                     Ok(pairs) => {
                         let lo = pairs.partition_point(|(f, _)| *f < fp);
                         found.extend(pairs[lo..].iter().take_while(|(f, _)| *f == fp).map(|(_, s)| *s));
@@ -358,7 +454,7 @@ impl Index {
 
     /// Seals the open partition: returns the sled writes that store it (to go
     /// into the same batch as the commit that filled it) and keeps its filter.
-    pub fn seal(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn seal(&mut self) -> Writes {
         let mut pairs: Vec<(u64, u64)> = self.open.drain().chain(self.overflow.drain(..)).collect();
         self.open_from = self.open_last.max(self.open_from.saturating_sub(1)) + 1;
         if pairs.is_empty() {
@@ -371,34 +467,7 @@ impl Index {
         pairs.sort_unstable();
         let id = self.next_partition;
         self.next_partition += 1;
-        let mut keys: Vec<u64> = pairs.iter().map(|(f, _)| *f).collect();
-        keys.dedup();
-        let (descriptor, fingerprints) = match BinaryFuse8::try_from(&keys) {
-            Ok(f) => {
-                let mut d = vec![0u8; BinaryFuse8::DESCRIPTOR_LEN];
-                f.dma_copy_descriptor_to(&mut d);
-                (d, f.fingerprints)
-            }
-            Err(e) => {
-                tracing::warn!(partition = id, error = e, "no filter for this id partition; its lookups read the runs");
-                (Vec::new(), Box::default())
-            }
-        };
-        let mut writes = Vec::new();
-        let mut fences = Vec::new();
-        for (c, chunk) in pairs.chunks(RUN_CHUNK_ENTRIES).enumerate() {
-            fences.push(chunk[0].0);
-            writes.push((key2(self.prefixes.run, id, c as u64).to_vec(), encode_chunk(chunk)));
-        }
-        let mut stream = fingerprints.to_vec();
-        for f in &fences {
-            stream.extend_from_slice(&f.to_le_bytes());
-        }
-        for (c, chunk) in stream.chunks(VALUE_BYTES_MAX - 4).enumerate() {
-            writes.push((key2(self.prefixes.filter, id, c as u64).to_vec(), seal(chunk.to_vec())));
-        }
-        let sealed = Sealed { id, first_seq, last_seq, count: pairs.len() as u64, descriptor, fingerprints, fences };
-        writes.push((key(self.prefixes.partition, id).to_vec(), encode_header(&sealed)));
+        let (sealed, writes) = Sealed::build(&self.prefixes, id, &pairs, first_seq, last_seq);
         self.sealed.push(sealed);
         self.open_last = 0;
         writes
@@ -438,50 +507,11 @@ impl Index {
     /// not load is skipped and its seq range returned: the caller puts those
     /// ids into the open partition from the blocks (exact, if more memory).
     pub fn load_sealed(&mut self, db: &sled::Db) -> Result<Vec<(u64, u64)>, sled::Error> {
-        let mut damaged = Vec::new();
-        for item in db.scan_prefix([self.prefixes.partition]) {
-            let (k, v) = item?;
-            let pid = key_u64(&k);
-            let h = match decode_header(&v) {
-                Ok(h) if h.id == pid => h,
-                Ok(_) | Err(_) => {
-                    tracing::error!(partition = pid, "id index partition header corrupt; rebuilding its ids from the blocks");
-                    damaged.push(pid);
-                    continue;
-                }
-            };
-            let total = h.fp_bytes + h.chunks * 8;
-            let mut fingerprints = Vec::with_capacity(total);
-            let mut ok = true;
-            for c in 0..filter_chunks(total) {
-                match db.get(key2(self.prefixes.filter, pid, c as u64))?.as_deref().map(unseal) {
-                    Some(Ok(b)) => fingerprints.extend_from_slice(b),
-                    _ => ok = false,
-                }
-            }
-            let fences: Vec<u64> = if ok && fingerprints.len() == total {
-                let f = fingerprints[h.fp_bytes..].chunks_exact(8).map(le_u64).collect();
-                fingerprints.truncate(h.fp_bytes);
-                f
-            } else {
-                Vec::new()
-            };
-            if !ok || fingerprints.len() != h.fp_bytes || fences.len() != h.chunks || fences.windows(2).any(|w| w[0] > w[1]) {
-                tracing::error!(partition = pid, "id index filter corrupt; rebuilding its ids from the blocks");
-                damaged.push(pid);
-                continue;
-            }
-            self.next_partition = self.next_partition.max(pid + 1);
-            self.sealed.push(Sealed {
-                id: h.id,
-                first_seq: h.first_seq,
-                last_seq: h.last_seq,
-                count: h.count,
-                descriptor: h.descriptor,
-                fingerprints: fingerprints.into_boxed_slice(),
-                fences,
-            });
+        let (sealed, damaged) = load_partitions(&self.prefixes, db)?;
+        if let Some(last) = sealed.last() {
+            self.next_partition = self.next_partition.max(last.id + 1);
         }
+        self.sealed.extend(sealed);
         // Ranges of damaged partitions, from their neighbours: everything
         // between the previous good partition and the next.
         let mut ranges = Vec::new();

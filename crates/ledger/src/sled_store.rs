@@ -1,4 +1,4 @@
-//! The embedded store: one sled tree, one to two sled writes per event.
+//! The embedded store: one sled tree, a sled write per ~25 events.
 //!
 //! # Layout (store layout 2)
 //!
@@ -6,11 +6,15 @@
 //! c <first ledger_seq u64 BE>          -> chunk: the rows of consecutive ledger_seqs of one batch
 //! x <partition u64 BE>, r <partition> <chunk u64 BE>, f <partition> <chunk>
 //!                                      -> the id index's sealed partitions (crate `idindex`)
+//! g <partition u64 BE>, h <partition> <chunk u64 BE>, j <partition> <chunk>
+//!                                      -> the party index's sealed partitions (`idindex::postings`)
 //! p <party uuid 16 bytes> <group first ledger_seq u64 BE>
-//!                                      -> postings: [seq - group first u16 LE ‖ roles u8]*
+//!                                      -> postings of a store written before the party index
+//!                                         (read, never written): [seq - group first u16 LE ‖ roles u8]*
 //!                                         (roles: 1 payee, 2 recipient, 4 payer; one entry per
-//!                                          row the party takes part in, in row order)
+//!                                          row of the group the party takes part in, in row order)
 //! mcount                               -> u64 LE (events recorded)
+//! mparty_from                          -> u64 LE: the first ledger_seq of the party index
 //! mstore_id                            -> the store id (durable::guard)
 //! ```
 //!
@@ -44,32 +48,44 @@
 //! id: a store written by a development build of layout 2 still holds `i<id>`
 //! entries (id → ledger_seq, chunk), which are read, never written.
 //!
-//! A *posting group* is the rows of one batch, at most [`GROUP_ROWS_MAX`]
-//! of them (a larger batch has several groups): a party's postings for a
-//! group are one key, whatever chunks its rows fall in.
+//! **The party index** (`idindex::postings`, under the prefixes
+//! [`PARTY_INDEX`]): the same partitions with many entries per key. A row
+//! posts one entry per distinct party (payee, recipient, payer; a party in
+//! two roles is one entry with both): key the party's fingerprint
+//! ([`party_fp`]), value `ledger_seq << 3 | roles`. The latest entries (at
+//! most [`idindex::postings::OPEN_ENTRIES_MAX`], about 100k rows) are held in
+//! memory and rebuilt at open from the chunks; when full they are sealed, in
+//! the batch that fills them, into runs sorted by (key, seq) — a party's
+//! entries contiguous and in ledger order — and a filter kept in memory (~1.1
+//! bytes per distinct party per partition). Partitions cover consecutive
+//! ledger_seq ranges from `mparty_from`. A store written before the party index
+//! (with `p` postings, one key per distinct party per batch) gets it from its
+//! next ledger_seq on; its older rows keep their `p` postings, read, never
+//! written.
 //!
-//! **Writes per event**: one posting per distinct party of the
-//! event that is not already in the group's posting for that party (a payee
-//! selling several times within a batch is one key; a payer whose recipient is
-//! itself — the default — is one key), plus a chunk per
-//! ~[`CHUNK_BYTES_TARGET`] of rows, the event count per batch, and the id
-//! index's runs once per [`idindex::OPEN_IDS_MAX`] ids (about 1/440 key per
-//! event): one key per event when the batch already holds the payee, two when
-//! it does not (the bench's 200 merchants in batches of 500 give about 1.4;
-//! with an id entry per event and postings per chunk, as layout 2 was first
-//! written, they gave about three); layout 1 wrote five (row, ledger order,
-//! payee, recipient, payer) and every row repeated the node and the time as
-//! JSON.
+//! **Writes per event**: a chunk per ~[`CHUNK_BYTES_TARGET`] of rows (about 25
+//! rows of a typical event), the event count per batch, and each index's runs
+//! and filter once per open partition (a few hundred 7 KiB values per 100k
+//! rows): about 0.05 sled keys per event. Layout 1 wrote five (row, ledger
+//! order, payee, recipient, payer) and every row repeated the node and the
+//! time as JSON; layout 2 with `p` postings wrote about 1.4 (one per payer:
+//! most payers are distinct within a batch).
 //!
 //! **Reads**: by id, the id index's candidates, each confirmed by reading its
-//! chunk (its CRC32C checked, the one row decoded and validated). In ledger order, the chunks from the one holding
-//! `after + 1`. By payee/recipient/payer, that party's postings from the
-//! groups that can hold `after + 1` (those starting at most
-//! [`GROUP_ROWS_MAX`] − 1 before it), skipping entries of the party in another
-//! role without reading the row, and each row's chunk found by its seq (the
-//! last chunk read is kept, so consecutive rows of one chunk read it once). Every query walks at most [`QUERY_SCAN_ENTRIES_MAX`] rows or
-//! postings and then returns what it found with a cursor, so a query costs the
-//! same in a 10M-event ledger as in a small one.
+//! chunk (its CRC32C checked, the one row decoded and validated). In ledger
+//! order, the chunks from the one holding `after + 1`. By
+//! payee/recipient/payer: below `mparty_from`, that party's `p` postings from
+//! the groups that can hold `after + 1` (those starting at most
+//! [`GROUP_ROWS_MAX`] − 1 before it); from it on, the party index's entries
+//! from `after + 1` (every sealed partition's filter probed, the run chunk
+//! holding the start found by bisection, then the open partition), taken under
+//! the index's read lock, the rows read after it. An entry of the party in
+//! another role is walked past without reading the row; every other is
+//! confirmed against its row (two parties can share a key), each row's chunk
+//! found by its seq (the last chunk read is kept, so consecutive rows of one
+//! chunk read it once). Every query walks at most [`QUERY_SCAN_ENTRIES_MAX`]
+//! rows or postings and then returns what it found with a cursor, so a query
+//! costs the same in a 10M-event ledger as in a small one.
 //!
 //! # Layout 1 (read, never written)
 //!
@@ -81,11 +97,12 @@
 //!
 //! # Invariants
 //!
-//! **Invariant:** a batch's chunks and postings (and a sealed id partition) go in one atomic
-//! `apply_batch`, under the write lock, so no posting is ever durable without
-//! its row; an id enters the in-memory id index only after its row is applied,
-//! and a sealed partition's runs are applied before its filter is used (the
-//! index stays locked from the seal to the end of the apply); and two batches
+//! **Invariant:** a batch's chunks (and a sealed id or party partition) go in
+//! one atomic `apply_batch`, under the write lock, so no index entry is ever
+//! durable without its row; an id or a posting enters its in-memory index only
+//! after its row is applied, and a sealed partition's runs are applied before
+//! its filter is used (the index stays locked from the seal to the end of the
+//! apply); and two batches
 //! carrying the same id never both create it:
 //! a batch looks its ids up *before* taking the lock (noting the
 //! generation of the last batch applied), then, under the lock, checks the
@@ -156,6 +173,11 @@ const ROLE_PAYEE: u8 = 1;
 const ROLE_RECIPIENT: u8 = 2;
 const ROLE_PAYER: u8 = 4;
 const META_COUNT: &[u8] = b"mcount";
+/// The first ledger_seq the party index covers (u64 LE): rows before it (a
+/// store written before the party index) are found through `p` postings.
+const META_PARTY_FROM: &[u8] = b"mparty_from";
+/// Where the party index (`idindex::postings`) keeps its partitions, runs and filters.
+const PARTY_INDEX: idindex::Prefixes = idindex::Prefixes { partition: b'g', run: b'h', filter: b'j' };
 /// Layout 1 (read only).
 const V1_EVENT: u8 = b'e';
 const V1_SEQ: u8 = b's';
@@ -411,8 +433,9 @@ impl ChunkBuilder {
     }
 }
 
-/// The postings of one posting group (module docs) being filled while a
-/// batch is applied.
+/// The postings of one posting group (module docs) as releases before the
+/// party index wrote them: kept to write such a store in tests.
+#[cfg(test)]
 struct GroupBuilder {
     first_seq: u64,
     rows: u64,
@@ -420,6 +443,7 @@ struct GroupBuilder {
     postings: BTreeMap<[u8; 16], Vec<u8>>,
 }
 
+#[cfg(test)]
 impl GroupBuilder {
     fn new(first_seq: u64) -> GroupBuilder {
         GroupBuilder { first_seq, rows: 0, postings: BTreeMap::new() }
@@ -433,24 +457,10 @@ impl GroupBuilder {
     fn push(&mut self, seq: u64, e: &Event) {
         debug_assert_eq!(seq, self.first_seq + self.rows);
         let offset = u16::try_from(seq - self.first_seq).expect("GROUP_ROWS_MAX fits u16");
-        let mut parties: [([u8; 16], u8); 3] =
-            [(*e.payee.as_bytes(), ROLE_PAYEE), (*e.recipient.as_bytes(), ROLE_RECIPIENT), (*e.payer.as_bytes(), ROLE_PAYER)];
-        // One posting per distinct party of the row, with every role it plays.
-        for i in 0..3 {
-            for j in 0..i {
-                if parties[j].0 == parties[i].0 && parties[j].1 != 0 {
-                    parties[j].1 |= parties[i].1;
-                    parties[i].1 = 0;
-                    break;
-                }
-            }
-        }
-        for (party, roles) in parties {
-            if roles != 0 {
-                let v = self.postings.entry(party).or_default();
-                v.extend_from_slice(&offset.to_le_bytes());
-                v.push(roles);
-            }
+        for (party, roles) in parties(e) {
+            let v = self.postings.entry(party).or_default();
+            v.extend_from_slice(&offset.to_le_bytes());
+            v.push(roles);
         }
         self.rows += 1;
     }
@@ -463,6 +473,51 @@ impl GroupBuilder {
     }
 }
 
+
+/// The distinct parties of a row, each with every role it plays in it (the
+/// recipient defaults to the payer: then one party, two roles).
+fn parties(e: &Event) -> impl Iterator<Item = ([u8; 16], u8)> {
+    let mut parties: [([u8; 16], u8); 3] =
+        [(*e.payee.as_bytes(), ROLE_PAYEE), (*e.recipient.as_bytes(), ROLE_RECIPIENT), (*e.payer.as_bytes(), ROLE_PAYER)];
+    for i in 0..3 {
+        for j in 0..i {
+            if parties[j].0 == parties[i].0 && parties[j].1 != 0 {
+                parties[j].1 |= parties[i].1;
+                parties[i].1 = 0;
+                break;
+            }
+        }
+    }
+    parties.into_iter().filter(|(_, roles)| *roles != 0)
+}
+
+/// A party's key in the party index: the UUID's halves XORed (little-endian).
+/// Stored: never change it. Two parties may share one (UUIDs are chosen by
+/// vendors); that costs reads, never a wrong answer, as every entry is
+/// confirmed against its row.
+fn party_fp(party: &[u8; 16]) -> u64 {
+    le_u64(&party[..8]) ^ le_u64(&party[8..])
+}
+
+/// Calls `f` with every row of the chunks in `lo..=hi` (layout 2), in order.
+fn for_each_row(db: &sled::Db, lo: u64, hi: u64, mut f: impl FnMut(u64, &Event)) -> Result<(), StoreError> {
+    let from = chunk_start_at_or_before(db, lo)?.unwrap_or(lo);
+    for item in db.range(seq_key(P_CHUNK, from)..=seq_key(P_CHUNK, hi)) {
+        let (k, v) = item.map_err(sled_err)?;
+        let chunk = Chunk::decode(tail_seq(&k), v)?;
+        for seq in chunk.first_seq.max(lo)..=chunk.last_seq().min(hi) {
+            f(seq, &chunk.event(seq)?.event);
+        }
+    }
+    Ok(())
+}
+
+fn walk_err(e: idindex::postings::WalkError) -> StoreError {
+    match e {
+        idindex::postings::WalkError::Sled(e) => sled_err(e),
+        idindex::postings::WalkError::Corrupt(m) => StoreError::Corrupt(format!("party index: {m}")),
+    }
+}
 
 struct Inner {
     db: sled::Db,
@@ -491,6 +546,14 @@ struct Inner {
     /// The store holds `i<id>` entries (a development build of layout 2
     /// wrote them): lookups read them too.
     has_id_keys: bool,
+    /// The party index: payee/recipient/payer → ledger_seqs from
+    /// `party_from` on (module docs).
+    postings: std::sync::RwLock<idindex::postings::Postings>,
+    /// First ledger_seq of the party index; rows before it have `p` postings.
+    party_from: u64,
+    /// Entries in the party index's open partition before it is sealed
+    /// ([`idindex::postings::OPEN_ENTRIES_MAX`]; smaller in tests).
+    open_postings_max: std::sync::atomic::AtomicUsize,
 }
 
 /// The ids a batch created: id → (digest, ledger_seq).
@@ -687,6 +750,7 @@ impl SledStore {
         }
         let has_id_keys = db.scan_prefix([P_ID]).next().is_some();
         let index = Self::open_index(&db, v1_seq_max)?;
+        let (postings, party_from) = Self::open_postings(&db, &committer, next_seq)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,
@@ -701,6 +765,9 @@ impl SledStore {
                 index: std::sync::RwLock::new(index),
                 open_ids_max: std::sync::atomic::AtomicUsize::new(idindex::OPEN_IDS_MAX),
                 has_id_keys,
+                postings: std::sync::RwLock::new(postings),
+                party_from,
+                open_postings_max: std::sync::atomic::AtomicUsize::new(idindex::postings::OPEN_ENTRIES_MAX),
             }),
         })
     }
@@ -718,15 +785,7 @@ impl SledStore {
         index.open_from = open_from;
         ranges.push((open_from, u64::MAX));
         for (lo, hi) in ranges {
-            let lo = lo.max(v1_seq_max + 1);
-            let from = chunk_start_at_or_before(db, lo)?.unwrap_or(lo);
-            for item in db.range(seq_key(P_CHUNK, from)..=seq_key(P_CHUNK, hi)) {
-                let (k, v) = item.map_err(sled_err)?;
-                let chunk = Chunk::decode(tail_seq(&k), v)?;
-                for seq in chunk.first_seq.max(lo)..=chunk.last_seq().min(hi) {
-                    index.insert(idindex::fingerprint(&chunk.event(seq)?.event.id), seq);
-                }
-            }
+            for_each_row(db, lo.max(v1_seq_max + 1), hi, |seq, e| index.insert(idindex::fingerprint(&e.id), seq))?;
         }
         tracing::info!(
             sealed_partitions = index.sealed_count(),
@@ -736,6 +795,72 @@ impl SledStore {
             "id index loaded"
         );
         Ok(index)
+    }
+
+    /// Loads the party index: its sealed partitions, a damaged one rebuilt
+    /// from the chunks (its keys replaced), and the open partition filled from
+    /// the chunks after the last (sealing as it fills, so that memory stays
+    /// bounded whatever was damaged). A store written before the party index
+    /// gets it from `next_seq` on; its older rows keep their `p` postings.
+    /// What it writes is committed before the store opens.
+    fn open_postings(db: &sled::Db, committer: &durable::Committer, next_seq: u64) -> Result<(idindex::postings::Postings, u64), StoreError> {
+        use idindex::postings::{Postings, OPEN_ENTRIES_MAX};
+        let started = std::time::Instant::now();
+        let mut batch = sled::Batch::default();
+        let mut writes = 0usize;
+        let party_from = match db.get(META_PARTY_FROM).map_err(sled_err)? {
+            Some(v) if v.len() == 8 => le_u64(&v),
+            Some(_) => return Err(StoreError::Corrupt("party index start has a bad length".into())),
+            None if db.scan_prefix([PARTY_INDEX.partition]).next().is_some() => {
+                // Its rows would have no postings at all: refuse, loudly.
+                return Err(StoreError::Corrupt("party index start (mparty_from) is missing but the index has partitions".into()));
+            }
+            None => {
+                batch.insert(META_PARTY_FROM, &next_seq.to_le_bytes());
+                writes += 1;
+                next_seq
+            }
+        };
+        let (mut post, damaged) = Postings::load(PARTY_INDEX, party_from, db).map_err(sled_err)?;
+        for k in damaged.removals {
+            batch.remove(k);
+            writes += 1;
+        }
+        for (lo, hi) in damaged.ranges {
+            tracing::warn!(lo, hi, "party index partition damaged; rebuilding it from the chunks");
+            let mut entries = Vec::new();
+            for_each_row(db, lo, hi, |seq, e| entries.extend(parties(e).map(|(p, roles)| (party_fp(&p), seq, roles))))?;
+            for (k, v) in post.rebuild(lo, hi, entries) {
+                batch.insert(k, v);
+                writes += 1;
+            }
+        }
+        let mut sealed = Vec::new();
+        for_each_row(db, post.open_from(), u64::MAX, |seq, e| {
+            if post.open_len() >= OPEN_ENTRIES_MAX {
+                sealed.extend(post.seal());
+            }
+            for (p, roles) in parties(e) {
+                post.push(party_fp(&p), seq, roles);
+            }
+        })?;
+        for (k, v) in sealed {
+            batch.insert(k, v);
+            writes += 1;
+        }
+        if writes > 0 {
+            db.apply_batch(batch).map_err(sled_err)?;
+            committer.commit().map_err(|e| StoreError::Unavailable(format!("commit: {e}")))?;
+        }
+        tracing::info!(
+            party_from,
+            sealed_partitions = post.sealed_count(),
+            filter_bytes = post.sealed_bytes(),
+            open_entries = post.open_len(),
+            ms = started.elapsed().as_millis() as u64,
+            "party index loaded"
+        );
+        Ok((post, party_from))
     }
 
     /// The chunk holding `seq` (layout 2), which an index says exists.
@@ -869,7 +994,8 @@ impl SledStore {
             let mut next_seq = w.next_seq;
             let mut added = 0u64;
             let mut chunk: Option<ChunkBuilder> = None;
-            let mut group: Option<GroupBuilder> = None;
+            // (event index, ledger_seq) of each row this batch creates.
+            let mut new_rows: Vec<(usize, u64)> = Vec::with_capacity(events.len());
             for ((i, ev), row) in events.iter().enumerate().zip(rows) {
                 let id = ev.event.id.as_str();
                 // An id repeated inside the batch is judged against its first entry.
@@ -898,13 +1024,7 @@ impl SledStore {
                 }
                 let c = chunk.as_mut().expect("a chunk was just opened");
                 c.push(row);
-                if group.as_ref().is_none_or(GroupBuilder::full) {
-                    if let Some(full) = group.take() {
-                        full.seal(&mut batch);
-                    }
-                    group = Some(GroupBuilder::new(seq));
-                }
-                group.as_mut().expect("a group was just opened").push(seq, &ev.event);
+                new_rows.push((i, seq));
                 mine.insert(id.to_owned(), (digests[i], seq));
                 stored[i] = Some((digests[i], seq));
                 created[i] = true;
@@ -912,16 +1032,13 @@ impl SledStore {
             if let Some(c) = chunk.take() {
                 c.seal(node, now, &mut batch);
             }
-            if let Some(g) = group.take() {
-                g.seal(&mut batch);
-            }
             if added > 0 {
                 batch.insert(META_COUNT, &(w.count + added).to_le_bytes());
-                // Ids go into the index only once their rows are applied (a
-                // lookup must never find a seq whose row is not there). When
-                // the open partition is full, it is sealed into this same
-                // batch, holding the index locked until the apply: its runs
-                // must be in sled before anyone reads them.
+                // Ids and postings go into their indexes only once their rows
+                // are applied (a lookup must never find a seq whose row is not
+                // there). When an index's open partition is full, it is sealed
+                // into this same batch, holding that index locked until the
+                // apply: its runs must be in sled before anyone reads them.
                 let open_ids_max = self.inner.open_ids_max.load(Ordering::SeqCst);
                 let mut sealing = {
                     let index = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
@@ -929,6 +1046,16 @@ impl SledStore {
                 };
                 if let Some(index) = sealing.as_mut() {
                     for (k, v) in index.seal() {
+                        batch.insert(k, v);
+                    }
+                }
+                let open_postings_max = self.inner.open_postings_max.load(Ordering::SeqCst);
+                let mut sealing_postings = {
+                    let post = self.inner.postings.write().unwrap_or_else(|p| p.into_inner());
+                    (post.open_len() >= open_postings_max).then_some(post)
+                };
+                if let Some(post) = sealing_postings.as_mut() {
+                    for (k, v) in post.seal() {
                         batch.insert(k, v);
                     }
                 }
@@ -943,6 +1070,13 @@ impl SledStore {
                     index.insert(idindex::fingerprint(id), *seq);
                 }
                 drop(index);
+                let mut post = sealing_postings.unwrap_or_else(|| self.inner.postings.write().unwrap_or_else(|p| p.into_inner()));
+                for (i, seq) in &new_rows {
+                    for (party, roles) in parties(&events[*i].event) {
+                        post.push(party_fp(&party), *seq, roles);
+                    }
+                }
+                drop(post);
                 w.next_seq = next_seq;
                 w.count += added;
                 self.inner.applied_seq.fetch_max(next_seq - 1, Ordering::SeqCst);
@@ -1032,39 +1166,72 @@ impl SledStore {
         Ok(None)
     }
 
-    /// Layout 2, one party's postings from the groups that can hold
-    /// `start_seq`; an entry of the party in another role is walked past
-    /// without reading its row.
+    /// By party: the `p` postings of the rows before the party index (from
+    /// the groups that can hold `start_seq`), then the party index's entries;
+    /// an entry of the party in another role is walked past without reading
+    /// its row.
     fn query_party(&self, walk: &mut Walk, start_seq: u64, party: Uuid, role: u8) -> Result<Option<Page>, StoreError> {
-        // A group holds at most GROUP_ROWS_MAX rows, so one holding start_seq
-        // starts at most GROUP_ROWS_MAX - 1 before it.
-        let from = start_seq.saturating_sub(GROUP_ROWS_MAX - 1);
         let mut cached: Option<Chunk> = None;
-        let range = uuid_key(P_PARTY, &party, from)..=uuid_key(P_PARTY, &party, u64::MAX);
-        for item in self.inner.db.range(range) {
-            let (k, v) = item.map_err(sled_err)?;
-            let first = tail_seq(&k);
-            if v.is_empty() || v.len() % 3 != 0 {
-                return Err(StoreError::Corrupt(format!("postings of group {first} have a bad length")));
+        if start_seq < self.inner.party_from {
+            // A group holds at most GROUP_ROWS_MAX rows, so one holding
+            // start_seq starts at most GROUP_ROWS_MAX - 1 before it.
+            let from = start_seq.saturating_sub(GROUP_ROWS_MAX - 1);
+            let range = uuid_key(P_PARTY, &party, from)..=uuid_key(P_PARTY, &party, u64::MAX);
+            for item in self.inner.db.range(range) {
+                let (k, v) = item.map_err(sled_err)?;
+                let first = tail_seq(&k);
+                if v.is_empty() || v.len() % 3 != 0 {
+                    return Err(StoreError::Corrupt(format!("postings of group {first} have a bad length")));
+                }
+                for p in v.chunks_exact(3) {
+                    let seq = first + u64::from(le_u16(p));
+                    if seq >= start_seq {
+                        if let Some(page) = self.visit_posting(walk, &mut cached, seq, p[2], role)? {
+                            return Ok(Some(page));
+                        }
+                    }
+                }
             }
-            for p in v.chunks_exact(3) {
-                let seq = first + u64::from(le_u16(p));
-                if seq < start_seq {
-                    continue;
+        }
+        // The entries are taken under the index's read lock, the rows read
+        // after it: a batch waits for the index walk, never for the rows.
+        // One more than the scan budget allows, so that a page cut by the
+        // budget still gets its cursor.
+        let max = walk.scan_max.saturating_sub(walk.scanned).saturating_add(1);
+        let mut entries: Vec<(u64, u8)> = Vec::new();
+        self.inner
+            .postings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .walk(&self.inner.db, party_fp(party.as_bytes()), start_seq.max(self.inner.party_from), |seq, roles| {
+                entries.push((seq, roles));
+                if entries.len() >= max {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
                 }
-                if let Some(page) = walk.full() {
-                    return Ok(Some(page));
-                }
-                walk.walked(seq);
-                if p[2] & role == 0 {
-                    continue;
-                }
-                if cached.as_ref().is_none_or(|c| seq < c.first_seq || seq > c.last_seq()) {
-                    cached = Some(self.chunk_holding(seq)?);
-                }
-                let ev = cached.as_ref().expect("cached above").event(seq)?;
-                walk.offer(ev);
+            })
+            .map_err(walk_err)?;
+        for (seq, roles) in entries {
+            if let Some(page) = self.visit_posting(walk, &mut cached, seq, roles, role)? {
+                return Ok(Some(page));
             }
+        }
+        Ok(None)
+    }
+
+    /// One posting of a query by party: its row offered if the party plays
+    /// `role` in it (the row's chunk kept in `cached` for the next).
+    fn visit_posting(&self, walk: &mut Walk, cached: &mut Option<Chunk>, seq: u64, roles: u8, role: u8) -> Result<Option<Page>, StoreError> {
+        if let Some(page) = walk.full() {
+            return Ok(Some(page));
+        }
+        walk.walked(seq);
+        if roles & role != 0 {
+            if cached.as_ref().is_none_or(|c| seq < c.first_seq || seq > c.last_seq()) {
+                *cached = Some(self.chunk_holding(seq)?);
+            }
+            walk.offer(cached.as_ref().expect("cached above").event(seq)?);
         }
         Ok(None)
     }
@@ -1341,11 +1508,11 @@ mod tests {
         panic!("paging did not end");
     }
 
-    /// A batch larger than one chunk: several chunks, per-party postings, one
-    /// id entry per event; every read path finds exactly the right events, in
+    /// A batch larger than one chunk: several chunks, the party index and the
+    /// id index in memory; every read path finds exactly the right events, in
     /// order, through every page size and scan bound. The key count is the
-    /// point of layout 2: about two keys per event for merchant traffic
-    /// (layout 1 wrote five).
+    /// point of layout 2: a chunk per ~25 rows and nothing per event (layout
+    /// 1 wrote five keys per event).
     #[tokio::test]
     async fn chunks_and_postings_answer_every_read_with_few_keys_per_event() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1373,12 +1540,11 @@ mod tests {
         let chunks = s.inner.db.scan_prefix([P_CHUNK]).count();
         eprintln!("{n} events: {keys} sled keys, {chunks} chunks");
         assert!(chunks > 3, "a batch of 200 events spans several chunks");
-        // One posting key per party per batch (one group each): 50 payers
-        // (whose recipient is themselves), ≤ 29 named recipients, 4
-        // merchants; the chunks and two meta keys; no key per id (the id
-        // index's open partition is in memory).
-        let per_batch = 50 + (n / 3).div_ceil(7) + 4;
-        assert!(keys <= 3 * per_batch + chunks as u64 + 2, "{keys} keys for {n} events");
+        // The chunks and three meta keys (count, store id, party index
+        // start): no key per party or per id (both indexes' open partitions
+        // are in memory).
+        assert_eq!(s.inner.db.scan_prefix([P_PARTY]).count(), 0, "no posting keys");
+        assert!(keys <= chunks as u64 + 3, "{keys} keys for {n} events");
         assert_eq!(s.inner.db.scan_prefix([P_ID]).count(), 0, "no id entries");
         // By id, each one, exactly as sent.
         for (i, e) in all.iter().enumerate() {
@@ -1427,26 +1593,108 @@ mod tests {
         assert_eq!((st.events, st.ledger_seq_max), (n, n));
     }
 
-    /// A batch of more than GROUP_ROWS_MAX rows has several posting groups;
-    /// a query by party finds every row from any starting point, the first
-    /// group's rows included when it starts inside them.
+    /// Rewrites the postings of a store as a release before the party index
+    /// left them: `p` postings per group (the rows of one batch, at most
+    /// GROUP_ROWS_MAX of them) for the batches `(first, last seq)`, no party
+    /// index and no `mparty_from`.
+    fn make_pre_party_index(dir: &Path, batches: &[(u64, u64)]) {
+        let (db, committer) = durable::open(dir, SLED_CACHE_BYTES, Duration::from_secs(2)).expect("open");
+        let mut batch = sled::Batch::default();
+        for k in db.iter().keys() {
+            let k = k.expect("key");
+            if [PARTY_INDEX.partition, PARTY_INDEX.run, PARTY_INDEX.filter].contains(&k[0]) || &k[..] == META_PARTY_FROM {
+                batch.remove(k);
+            }
+        }
+        for &(lo, hi) in batches {
+            let mut group: Option<GroupBuilder> = None;
+            for_each_row(&db, lo, hi, |seq, e| {
+                if group.as_ref().is_none_or(GroupBuilder::full) {
+                    if let Some(g) = group.take() {
+                        g.seal(&mut batch);
+                    }
+                    group = Some(GroupBuilder::new(seq));
+                }
+                group.as_mut().expect("a group is open").push(seq, e);
+            })
+            .expect("rows");
+            if let Some(g) = group {
+                g.seal(&mut batch);
+            }
+        }
+        db.apply_batch(batch).expect("apply");
+        committer.commit().expect("commit");
+    }
+
+    /// A store of the release before the party index (`p` postings, a batch
+    /// of more than GROUP_ROWS_MAX rows in two groups) opens with the party
+    /// index starting after its rows; new rows go into the index (sealed
+    /// several times: a tiny open partition). Queries by party walk both, from
+    /// any start, through small pages and scan bounds; the same after a
+    /// reopen (the open partition rebuilt from the chunks) and after a sealed
+    /// partition's header is damaged (rebuilt from the chunks at open). A
+    /// damaged run chunk is reported as corruption, not skipped.
     #[tokio::test]
-    async fn a_batch_larger_than_a_posting_group_reads_back_by_party() {
+    async fn party_queries_walk_old_group_postings_then_the_party_index() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = SledStore::open(dir.path(), false).expect("open");
         let n = GROUP_ROWS_MAX + 904;
         let (a, b) = (uuid(1), uuid(2));
-        let batch: Vec<IncomingEvent> =
-            (0..n).map(|i| inc(i, party_event(&format!("g-{i}"), if i % 3 == 0 { &a } else { &b }, &uuid(100 + u128::from(i % 11)), None))).collect();
-        s.record_batch("edge-1", batch).await.expect("batch");
-        let groups = s.inner.db.scan_prefix(&uuid_key(P_PARTY, &a, 0)[..17]).count();
-        assert_eq!(groups, 2, "merchant a has one posting key per group");
-        for after in [0, 17, GROUP_ROWS_MAX - 2, GROUP_ROWS_MAX + 1, n - 3] {
-            for (limit, scan_max) in [(1000, QUERY_SCAN_ENTRIES_MAX), (7, 50)] {
-                let f = Filter { payee: Some(a), after, limit, ..Filter::default() };
-                let want: Vec<u64> = (after + 1..=n).filter(|seq| (seq - 1) % 3 == 0).collect();
-                assert_eq!(query_all(&s, f, scan_max), want, "after {after} limit {limit}");
+        let ev = |i: u64| party_event(&format!("g-{i}"), if i % 3 == 0 { &a } else { &b }, &uuid(100 + u128::from(i % 11)), None);
+        {
+            let s = SledStore::open(dir.path(), false).expect("open");
+            s.record_batch("edge-1", (0..n).map(|i| inc(i, ev(i))).collect()).await.expect("batch");
+            s.close().expect("close");
+        }
+        make_pre_party_index(dir.path(), &[(1, n)]);
+        let total = n + 2000;
+        let check = |s: &SledStore| {
+            for after in [0, 17, GROUP_ROWS_MAX - 2, GROUP_ROWS_MAX + 1, n - 3, n + 450, total - 3] {
+                for (limit, scan_max) in [(1000, QUERY_SCAN_ENTRIES_MAX), (7, 50)] {
+                    let f = Filter { payee: Some(a), after, limit, ..Filter::default() };
+                    let want: Vec<u64> = (after + 1..=total).filter(|seq| (seq - 1) % 3 == 0).collect();
+                    assert_eq!(query_all(s, f, scan_max), want, "payee, after {after} limit {limit}");
+                    let f = Filter { payer: Some(uuid(105)), after, limit, ..Filter::default() };
+                    let want: Vec<u64> = (after + 1..=total).filter(|seq| (seq - 1) % 11 == 5).collect();
+                    assert_eq!(query_all(s, f, scan_max), want, "payer, after {after} limit {limit}");
+                    let f = Filter { recipient: Some(a), after, limit, ..Filter::default() };
+                    assert_eq!(query_all(s, f, scan_max), Vec::<u64>::new(), "a is never a recipient");
+                }
             }
+        };
+        {
+            let s = SledStore::open(dir.path(), false).expect("reopen");
+            assert_eq!(s.inner.party_from, n + 1);
+            assert_eq!(s.inner.db.scan_prefix(&uuid_key(P_PARTY, &a, 0)[..17]).count(), 2, "one posting key per group");
+            s.inner.open_postings_max.store(500, Ordering::SeqCst);
+            for b in 0..20u64 {
+                let batch = (0..100).map(|k| inc(n + b * 100 + k, ev(n + b * 100 + k))).collect();
+                s.record_batch("edge-2", batch).await.expect("batch");
+            }
+            assert_eq!(s.inner.db.scan_prefix(&uuid_key(P_PARTY, &a, 0)[..17]).count(), 2, "no new group postings");
+            assert!(s.inner.db.scan_prefix([PARTY_INDEX.partition]).count() >= 3, "sealed partitions");
+            check(&s);
+            s.close().expect("close");
+        }
+        {
+            let s = SledStore::open(dir.path(), false).expect("reopen");
+            assert_eq!(s.inner.party_from, n + 1, "the start is kept");
+            check(&s);
+        }
+        let header = idindex::key(PARTY_INDEX.partition, 1);
+        {
+            let (db, committer) = durable::open(dir.path(), SLED_CACHE_BYTES, Duration::from_secs(2)).expect("open");
+            db.insert(header, b"garbage".to_vec()).expect("damage");
+            committer.commit().expect("commit");
+        }
+        let s = SledStore::open(dir.path(), false).expect("reopen a damaged index");
+        assert_ne!(s.inner.db.get(header).expect("get").as_deref(), Some(&b"garbage"[..]), "the damaged header was removed");
+        check(&s);
+        for k in s.inner.db.scan_prefix([PARTY_INDEX.run]).keys() {
+            s.inner.db.insert(k.expect("key"), b"garbage".to_vec()).expect("damage");
+        }
+        match s.query(Filter { payee: Some(a), after: n, limit: 10, ..Filter::default() }).await {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("party index") && m.contains("run chunk"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
         }
     }
 
