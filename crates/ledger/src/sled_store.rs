@@ -154,9 +154,9 @@ pub const CHUNK_ROWS_MAX: usize = 1024;
 /// write lock, then checks them only against the batches applied meanwhile
 /// (four in flight per node: a few thousand ids), not sled again.
 const RECENT_IDS_MAX: usize = 65_536;
-/// Rows in one posting group, at most: a posting entry's offset is a u16, and
-/// a query by party looks back this many seqs for the groups that can hold its
-/// first row. 4096: a forwarder batch (500 by default) is one group.
+/// Rows in one posting group of a store written before the party index, at
+/// most (a posting entry's offset is a u16): a query by party looks back this
+/// many seqs for the groups that can hold its first row.
 pub const GROUP_ROWS_MAX: u64 = 4096;
 /// sled page cache, in bytes: keeps recent rows and indexes hot; memory does not
 /// grow with the number of events beyond this.
