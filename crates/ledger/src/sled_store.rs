@@ -1739,6 +1739,18 @@ mod tests {
         }
     }
 
+    /// The party key is stored in the party index's runs: it must never
+    /// change. The UUID's halves, read little-endian, XORed.
+    #[test]
+    fn party_keys_are_fixed() {
+        let u: Uuid = "00112233-4455-6677-8899-aabbccddeeff".parse().expect("uuid");
+        assert_eq!(party_fp(u.as_bytes()), 0x7766_5544_3322_1100 ^ 0xffee_ddcc_bbaa_9988);
+        // A party in two roles of a row is one entry with both.
+        let e = party_event("pk-1", &uuid(1), &uuid(2), None);
+        let got: Vec<([u8; 16], u8)> = parties(&e).collect();
+        assert_eq!(got, vec![(*uuid(1).as_bytes(), ROLE_PAYEE), (*uuid(2).as_bytes(), ROLE_RECIPIENT | ROLE_PAYER)]);
+    }
+
     /// A flipped bit in a chunk is reported as corruption, not served.
     #[tokio::test]
     async fn a_corrupt_chunk_is_reported() {
