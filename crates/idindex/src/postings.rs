@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 
-use crate::{key, key2, load_partitions, Prefixes, Sealed, Writes};
+use crate::{key, load_partitions, IdentityHasher, Prefixes, Sealed, Writes};
 
 /// Entries in the open partition before it is sealed (≈ 9 MiB at ~40 bytes
 /// an entry; the ledger writes two or three a row, so a partition holds about
@@ -44,11 +44,11 @@ const NONE: u32 = u32::MAX;
 /// made insertion the largest cost of a drain. In memory only: the stored
 /// keys are unchanged.
 #[derive(Default)]
-pub struct MixHasher(u64);
+pub struct MixHasher(IdentityHasher);
 
 impl Hasher for MixHasher {
     fn finish(&self) -> u64 {
-        let mut h = self.0;
+        let mut h = self.0.finish();
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;
@@ -56,12 +56,10 @@ impl Hasher for MixHasher {
         h ^ (h >> 33)
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
+        self.0.write(bytes);
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        self.0.write_u64(n);
     }
 }
 
@@ -267,11 +265,6 @@ impl Postings {
     }
 }
 
-/// The key of partition `id`'s run chunk `c` (for tests that damage one).
-pub fn run_key(p: &Prefixes, id: u64, c: u64) -> [u8; 17] {
-    key2(p.run, id, c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,7 +358,7 @@ mod tests {
         }
         check(&third);
         // A damaged run chunk is named, not skipped.
-        db.insert(run_key(&TEST, 1, 0), b"garbage".to_vec()).expect("test");
+        db.insert(crate::key2(TEST.run, 1, 0), b"garbage".to_vec()).expect("test");
         let err = third.walk(&db, 7, 0, |_, _| ControlFlow::Continue(())).expect_err("corrupt chunk");
         assert!(matches!(&err, WalkError::Corrupt(m) if m.contains("partition 1 run chunk 0")), "{err:?}");
     }

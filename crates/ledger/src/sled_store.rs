@@ -512,6 +512,27 @@ fn for_each_row(db: &sled::Db, lo: u64, hi: u64, mut f: impl FnMut(u64, &Event))
     Ok(())
 }
 
+/// Seals an index's open partition into `batch` when it holds `max` entries
+/// or more, and then returns the index still write-locked: it must stay
+/// locked until the batch is applied (its runs must be in sled before anyone
+/// reads them). `None` (and no lock held) when it is not full.
+fn seal_if_full<'a, T>(
+    index: &'a std::sync::RwLock<T>,
+    max: usize,
+    batch: &mut sled::Batch,
+    open_len: fn(&T) -> usize,
+    seal: fn(&mut T) -> idindex::Writes,
+) -> Option<std::sync::RwLockWriteGuard<'a, T>> {
+    let mut guard = index.write().unwrap_or_else(|p| p.into_inner());
+    if open_len(&guard) < max {
+        return None;
+    }
+    for (k, v) in seal(&mut guard) {
+        batch.insert(k, v);
+    }
+    Some(guard)
+}
+
 fn walk_err(e: idindex::postings::WalkError) -> StoreError {
     match e {
         idindex::postings::WalkError::Sled(e) => sled_err(e),
@@ -1039,26 +1060,20 @@ impl SledStore {
                 // there). When an index's open partition is full, it is sealed
                 // into this same batch, holding that index locked until the
                 // apply: its runs must be in sled before anyone reads them.
-                let open_ids_max = self.inner.open_ids_max.load(Ordering::SeqCst);
-                let mut sealing = {
-                    let index = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
-                    (index.open_len() >= open_ids_max).then_some(index)
-                };
-                if let Some(index) = sealing.as_mut() {
-                    for (k, v) in index.seal() {
-                        batch.insert(k, v);
-                    }
-                }
-                let open_postings_max = self.inner.open_postings_max.load(Ordering::SeqCst);
-                let mut sealing_postings = {
-                    let post = self.inner.postings.write().unwrap_or_else(|p| p.into_inner());
-                    (post.open_len() >= open_postings_max).then_some(post)
-                };
-                if let Some(post) = sealing_postings.as_mut() {
-                    for (k, v) in post.seal() {
-                        batch.insert(k, v);
-                    }
-                }
+                let sealing = seal_if_full(
+                    &self.inner.index,
+                    self.inner.open_ids_max.load(Ordering::SeqCst),
+                    &mut batch,
+                    idindex::Index::open_len,
+                    idindex::Index::seal,
+                );
+                let sealing_postings = seal_if_full(
+                    &self.inner.postings,
+                    self.inner.open_postings_max.load(Ordering::SeqCst),
+                    &mut batch,
+                    idindex::postings::Postings::open_len,
+                    idindex::postings::Postings::seal,
+                );
                 if let Err(e) = self.inner.db.apply_batch(batch) {
                     // The in-memory index may be ahead of sled now: no more writes.
                     let msg = format!("apply: {}", sled_err(e));
