@@ -180,14 +180,10 @@ impl Postings {
     pub fn seal(&mut self) -> Writes {
         let Some(&(_, last)) = self.open.last() else { return Vec::new() };
         let last_seq = last >> ROLE_BITS;
-        let mut pairs = std::mem::take(&mut self.open);
+        let pairs = std::mem::take(&mut self.open);
         self.prev.clear();
         self.heads.clear();
-        pairs.sort_unstable();
-        let id = self.next_partition;
-        self.next_partition += 1;
-        let (sealed, writes) = Sealed::build(&self.prefixes, id, &pairs, self.open_from, last_seq);
-        self.sealed.push(sealed);
+        let writes = self.seal_pairs(pairs, self.open_from, last_seq);
         self.open_from = last_seq + 1;
         writes
     }
@@ -195,14 +191,19 @@ impl Postings {
     /// Seals the entries of a damaged partition's range `first_seq..=last_seq`
     /// (from [`Damaged::ranges`]) as a new partition; returns its writes.
     pub fn rebuild(&mut self, first_seq: u64, last_seq: u64, entries: impl IntoIterator<Item = (u64, u64, u8)>) -> Writes {
-        let mut pairs: Vec<(u64, u64)> =
-            entries.into_iter().map(|(fp, seq, roles)| (fp, seq << ROLE_BITS | u64::from(roles))).collect();
+        let pairs = entries.into_iter().map(|(fp, seq, roles)| (fp, seq << ROLE_BITS | u64::from(roles))).collect();
+        self.seal_pairs(pairs, first_seq, last_seq)
+    }
+
+    /// Seals `pairs` as a new partition covering `first_seq..=last_seq`, kept
+    /// in seq order among the others; returns its writes.
+    fn seal_pairs(&mut self, mut pairs: Vec<(u64, u64)>, first_seq: u64, last_seq: u64) -> Writes {
         pairs.sort_unstable();
         let id = self.next_partition;
         self.next_partition += 1;
         let (sealed, writes) = Sealed::build(&self.prefixes, id, &pairs, first_seq, last_seq);
-        self.sealed.push(sealed);
-        self.sealed.sort_by_key(|p| p.first_seq);
+        let at = self.sealed.partition_point(|p| p.first_seq < first_seq);
+        self.sealed.insert(at, sealed);
         writes
     }
 
@@ -221,17 +222,24 @@ impl Postings {
             };
             // The first chunk whose last entry is at or past `start` (a large
             // party spans many chunks; a cursor deep into it reads a few).
+            // The last chunk read that may be that one is kept, not read again.
             let (mut lo, mut hi) = (chunks.start, chunks.end);
+            let mut candidate: Option<(usize, Vec<(u64, u64)>)> = None;
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
-                if read(mid)?.last().is_some_and(|last| *last < start) {
+                let pairs = read(mid)?;
+                if pairs.last().is_some_and(|last| *last < start) {
                     lo = mid + 1;
                 } else {
                     hi = mid;
+                    candidate = Some((mid, pairs));
                 }
             }
             for c in lo..chunks.end {
-                let pairs = read(c)?;
+                let pairs = match candidate.take() {
+                    Some((at, pairs)) if at == c => pairs,
+                    _ => read(c)?,
+                };
                 let at = pairs.partition_point(|pair| *pair < start);
                 for (f, v) in &pairs[at..] {
                     if *f != fp {
@@ -247,13 +255,12 @@ impl Postings {
         let mut found = Vec::new();
         let mut at = self.heads.get(&fp).copied().unwrap_or(NONE);
         while at != NONE {
-            let (f, v) = self.open[at as usize];
+            // A chain links only entries of `fp`.
+            let (_, v) = self.open[at as usize];
             if v >> ROLE_BITS < from {
                 break;
             }
-            if f == fp {
-                found.push(v);
-            }
+            found.push(v);
             at = self.prev[at as usize];
         }
         for v in found.iter().rev() {
