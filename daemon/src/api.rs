@@ -462,7 +462,7 @@ impl App {
     }
 
     fn refresh_metrics(&self) -> Option<(spool::Stats, Option<spool::DiskFree>)> {
-        let stats = match self.spool.stats() {
+        let stats = match self.spool.stats_now() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "read spool stats");

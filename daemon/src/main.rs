@@ -300,7 +300,7 @@ async fn health_loop(
             }
             _ => {}
         }
-        if let Ok(st) = spool.stats() {
+        if let Ok(st) = spool.stats_now() {
             let events = st.pending_events + st.dead_events;
             let pct = (events.saturating_mul(100) / st.events_max.max(1))
                 .max(st.live_bytes.saturating_mul(100) / st.bytes_max.max(1));

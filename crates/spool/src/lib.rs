@@ -402,12 +402,44 @@ impl Spool {
     }
 
     /// Counts and sizes.
+    ///
+    /// The counts move under the acks lock when a record changes state, but
+    /// a dead letter, a requeue or a new block reaches sled only in the
+    /// writer's next round. So that a caller who sees a count also sees its
+    /// records (`pending_events` 0, then `list(Dead)` holds the new dead
+    /// letter), this waits for the round that carries the changes counted,
+    /// at most one commit. A failed writer applies nothing more: then the
+    /// counts are returned as they stand.
+    ///
+    /// Blocking: callers that must never wait on the disk (metrics, the fill
+    /// monitor) use [`Spool::stats_now`].
     pub fn stats(&self) -> Result<Stats, SpoolError> {
-        let oldest_pending = self.oldest_pending()?;
-        let (c, watermark) = {
+        self.stats_inner(true)
+    }
+
+    /// [`Spool::stats`] without the wait: the counts as they stand, which may
+    /// run up to one writer round ahead of what `list` and `get` show.
+    pub fn stats_now(&self) -> Result<Stats, SpoolError> {
+        self.stats_inner(false)
+    }
+
+    fn stats_inner(&self, settle: bool) -> Result<Stats, SpoolError> {
+        let (c, watermark, round, queued) = {
             let a = self.inner.acks.lock().unwrap_or_else(|p| p.into_inner());
-            (a.counts, a.watermark)
+            // `taken` moves under this lock: writes still queued here go in
+            // the next round, those already taken in the current one.
+            let queued = !a.writes.is_empty();
+            (a.counts, a.watermark, self.inner.writer.rounds_taken() + u64::from(queued), queued)
         };
+        if settle {
+            if queued {
+                self.inner.writer.poke();
+            }
+            if self.inner.writer.wait_round(round).is_err() {
+                tracing::debug!("stats: the writer is not usable; counts as they stand");
+            }
+        }
+        let oldest_pending = self.oldest_pending()?;
         let (open_ids, sealed, sealed_bytes) = {
             let i = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
             (i.open_len(), i.sealed_count(), i.sealed_bytes())
