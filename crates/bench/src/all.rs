@@ -82,6 +82,8 @@ impl Plan {
                 spoold_only: false,
                 ledgerd_before: None,
                 repeats: 1,
+                pg_cpus: None,
+                app_cpus: None,
             },
             backlog: BacklogArgs {
                 backlog_events: a.backlog_events.unwrap_or(if q { 100_000 } else { 10_000_000 }),

@@ -77,6 +77,14 @@ pub struct DrainArgs {
     /// Runs of everything, interleaved; medians are reported.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
+    /// CPUs (`taskset -c` list) for every `postgres` process during the run,
+    /// given back afterwards: a database with cores of its own, as when it is
+    /// another machine. Needs root; with `--app-cpus`.
+    #[arg(long, requires = "app_cpus", value_parser = crate::procs::parse_cpu_list)]
+    pub pg_cpus: Option<crate::procs::CpuList>,
+    /// CPUs for the bench and the spoold and ledgerd it starts (with `--pg-cpus`).
+    #[arg(long, requires = "pg_cpus", value_parser = crate::procs::parse_cpu_list)]
+    pub app_cpus: Option<crate::procs::CpuList>,
 }
 
 /// Merchants (payees) of the bench's events.
@@ -219,6 +227,10 @@ pub struct DrainReport {
     pub spoold: Vec<SpooldDrain>,
     /// The bare binary COPY baseline (medians), when PostgreSQL ran.
     pub copy: Option<CopyBaseline>,
+    /// Each real-spoold PostgreSQL drain against the COPY baseline of its own
+    /// repeat (ledgerd binary, × batched COPY, × one COPY): PostgreSQL's speed
+    /// drifts between repeats, so a ratio within a repeat is the fairer one.
+    pub copy_ratios: Vec<(String, f64, f64)>,
 }
 
 /// Clock ticks a second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
@@ -590,6 +602,11 @@ async fn copy_baseline(url: &str, n: u64, conns: usize, batch: usize, rep: usize
 }
 
 pub fn run(args: DrainArgs) -> anyhow::Result<()> {
+    // Before the runtime: its threads inherit the placement.
+    let _placement = match (&args.pg_cpus, &args.app_cpus) {
+        (Some(pg), Some(app)) => Some(crate::procs::Placement::new(&pg.0, &app.0)?),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let r = rt.block_on(measure(&args))?;
     println!("== bench drain: medians of {} run(s), {} events, forwarder batches of {}, {} in flight", r.repeats, r.events, r.batch_events, r.inflight);
@@ -616,11 +633,17 @@ pub fn run(args: DrainArgs) -> anyhow::Result<()> {
             r.inflight, r.batch_events, c.batched, c.batched_pg_cpu_us, c.single
         );
         for m in spoold_medians(&r.spoold).iter().filter(|m| m.store == "ledgerd/PostgreSQL") {
+            let mine: Vec<&(String, f64, f64)> = r.copy_ratios.iter().filter(|(bin, ..)| *bin == m.ledgerd).collect();
+            let each: Vec<String> = mine.iter().map(|(_, b, _)| format!("{b:.2}")).collect();
             println!(
-                "ratio: spoold -> {} on ledgerd/PostgreSQL = {:.2}x batched bare COPY, {:.2}x one bare COPY",
+                "ratio: spoold -> {} on ledgerd/PostgreSQL = {:.2}x batched bare COPY, {:.2}x one bare COPY (medians); \
+                 within each repeat {:.2}x batched (runs: {}), {:.2}x one COPY",
                 m.ledgerd,
                 m.events_per_sec / c.batched,
-                m.events_per_sec / c.single
+                m.events_per_sec / c.single,
+                median(mine.iter().map(|(_, b, _)| *b).collect()),
+                each.join(", "),
+                median(mine.iter().map(|(.., o)| *o).collect()),
             );
         }
     }
@@ -745,6 +768,7 @@ pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
     bins.extend(args.ledgerd_before.clone());
     let (mut sled_runs, mut pg_runs, mut base_runs, mut spoold_runs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut copy_runs: Vec<CopyBaseline> = Vec::new();
+    let mut copy_ratios: Vec<(String, f64, f64)> = Vec::new();
     let mut pg_failed = None;
     for rep in 0..args.repeats.max(1) {
         let run_dir = tmp.path().join(format!("run-{rep}"));
@@ -792,6 +816,9 @@ pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
             Ok((inproc, base, spoold)) => {
                 pg_runs.extend(inproc);
                 base_runs.extend(base);
+                if let Some(c) = copy_runs.last() {
+                    copy_ratios.extend(spoold.iter().map(|s| (s.ledgerd.clone(), s.events_per_sec / c.batched, s.events_per_sec / c.single)));
+                }
                 spoold_runs.extend(spoold);
             }
             Err(e) => {
@@ -819,6 +846,7 @@ pub async fn measure(args: &DrainArgs) -> anyhow::Result<DrainReport> {
             single: median(copy_runs.iter().map(|c| c.single).collect()),
             batched_pg_cpu_us: median(copy_runs.iter().map(|c| c.batched_pg_cpu_us).collect()),
         }),
+        copy_ratios,
     })
 }
 

@@ -735,6 +735,7 @@ mod tests {
                     })
                     .collect(),
                 copy: Some(crate::drain::CopyBaseline { batched: 40_000.0, single: 35_000.0, batched_pg_cpu_us: 30.0 }),
+                copy_ratios: Vec::new(),
             },
             backlog: BacklogReport {
                 backlog_events: 100_000,

@@ -516,13 +516,16 @@ impl<'a> RawBatch<'a> {
 }
 
 fn parse_entry(entry: &Json<'_>) -> Result<IncomingEvent, (String, ErrorDetail)> {
-    let id = entry
-        .get("event")
-        .and_then(|e| e.get("id"))
-        .and_then(|i| i.as_str())
-        .map(|s| spool_format::truncate(s, spool_format::ID_BYTES_MAX).to_owned())
-        .unwrap_or_default();
-    let fail = |field: &str, msg: String| (id.clone(), ErrorDetail::new("invalid_event", msg).with_field(field));
+    // The id a refusal names (made only for a refusal).
+    let id = || {
+        entry
+            .get("event")
+            .and_then(|e| e.get("id"))
+            .and_then(|i| i.as_str())
+            .map(|s| spool_format::truncate(s, spool_format::ID_BYTES_MAX).to_owned())
+            .unwrap_or_default()
+    };
+    let fail = |field: &str, msg: String| (id(), ErrorDetail::new("invalid_event", msg).with_field(field));
     if entry.members().is_none() {
         return Err(fail("events", "each entry must be an object".into()));
     }
