@@ -608,7 +608,14 @@ pub fn run(args: DrainArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let r = rt.block_on(measure(&args))?;
+    let r = rt.block_on(async {
+        tokio::select! {
+            r = measure(&args) => r,
+            // Interrupted: return, so that the placement gives PostgreSQL its
+            // CPUs back (the daemons started are killed when dropped).
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    })?;
     println!("== bench drain: medians of {} run(s), {} events, forwarder batches of {}, {} in flight", r.repeats, r.events, r.batch_events, r.inflight);
     if !args.spoold_only {
         print_drain("in-process forwarder -> ledgerd/sled", &r.sled);
