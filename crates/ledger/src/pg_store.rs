@@ -32,6 +32,7 @@
 //! The URL is a libpq-style `postgres://` URL; ledgerd adds one parameter of its
 //! own, `schema=NAME`, to keep its tables in a dedicated schema.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -395,10 +396,10 @@ impl<'a> Staged<'a> {
         let mut buf: Vec<u8> = Vec::with_capacity(events.len() * 512);
         for (i, ev) in events.iter().enumerate() {
             let e = &ev.event;
-            if first.contains_key(e.id.as_str()) {
-                continue;
-            }
-            first.insert(e.id.as_str(), i);
+            match first.entry(e.id.as_str()) {
+                Entry::Occupied(_) => continue,
+                Entry::Vacant(v) => v.insert(i),
+            };
             let mut text: [std::ops::Range<usize>; 4] = Default::default();
             for (k, party) in [e.payer, e.payee, e.recipient].iter().enumerate() {
                 let at = buf.len();
@@ -431,7 +432,6 @@ impl<'a> Staged<'a> {
 /// A map keyed by event id for one batch (see the `rustc-hash` note in the
 /// workspace manifest).
 type IdMap<'a, V> = HashMap<&'a str, V, rustc_hash::FxBuildHasher>;
-
 
 /// COPY into the staging table, one INSERT from it, COMMIT: returns the rows
 /// inserted (`id`, `ledger_seq`) once the transaction is committed.
