@@ -378,20 +378,19 @@ struct StagedRow<'a> {
     text: [std::ops::Range<usize>; 4],
 }
 
-/// The rows of a batch and the text they point into.
+/// The rows of a batch, the text they point into, and the index of the
+/// first entry of each id.
 struct Staged<'a> {
     rows: Vec<StagedRow<'a>>,
     text: String,
+    first: IdMap<'a, usize>,
 }
 
 impl<'a> Staged<'a> {
-    /// Stages the first entry of each distinct id; `first` maps each id to the
-    /// index of that entry.
-    fn new(
-        events: &'a [IncomingEvent],
-        digests: &'a [[u8; 32]],
-        first: &mut IdMap<'a, usize>,
-    ) -> Result<Staged<'a>, StoreError> {
+    /// Stages the first entry of each distinct id.
+    fn new(events: &'a [IncomingEvent], digests: &'a [[u8; 32]]) -> Result<Staged<'a>, StoreError> {
+        let mut first = IdMap::default();
+        first.reserve(events.len());
         let mut rows = Vec::with_capacity(events.len());
         let mut buf: Vec<u8> = Vec::with_capacity(events.len() * 512);
         for (i, ev) in events.iter().enumerate() {
@@ -421,7 +420,7 @@ impl<'a> Staged<'a> {
             });
         }
         let text = String::from_utf8(buf).map_err(|e| StoreError::Corrupt(format!("staged text: {e}")))?;
-        Ok(Staged { rows, text })
+        Ok(Staged { rows, text, first })
     }
 
     fn text(&self, r: &StagedRow<'_>, k: usize) -> &str {
@@ -496,9 +495,8 @@ impl Store for PgStore {
         let digests: Vec<[u8; 32]> = events.iter().map(|e| e.event.digest()).collect();
         // First entry of each distinct id goes to the INSERT; later ones are
         // judged against whatever the store holds afterwards.
-        let mut first: IdMap<'_, usize> = IdMap::default();
-        first.reserve(events.len());
-        let staged = Staged::new(&events, &digests, &mut first)?;
+        let staged = Staged::new(&events, &digests)?;
+        let first = &staged.first;
         let mut client = self.client().await?;
         let mut attempt = 1;
         let inserted = loop {
@@ -527,7 +525,8 @@ impl Store for PgStore {
             stored[i] = Some((digests[i], to_u64(row.try_get(1).map_err(pg_err)?, "ledger_seq")?));
             created[i] = true;
         }
-        let missing: Vec<&str> = staged.rows.iter().map(|r| r.id).filter(|id| first.get(id).is_some_and(|&i| !created[i])).collect();
+        let missing: Vec<&str> =
+            staged.rows.iter().filter(|r| usize::try_from(r.ord).is_ok_and(|i| !created[i])).map(|r| r.id).collect();
         if !missing.is_empty() {
             let stmt = client
                 .prepare_cached("SELECT id, digest, ledger_seq FROM ledger_events WHERE id = ANY($1)")
